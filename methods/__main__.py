@@ -73,9 +73,11 @@ def _run(args: argparse.Namespace) -> int:
         settings = _parse_sets(args.set)
         settings["seed"] = str(args.seed)
         out = Path(args.out)
+        # progress only on a terminal, so that a failure's stderr stays one line for scripts
+        show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
         done = None
         for event in execute(args.method, inputs, settings, store=Store(args.db) if args.db else None, out_dir=out):
-            if event.kind == "progress" and not args.quiet:
+            if event.kind == "progress" and show_progress:
                 p = event.progress
                 frac = f" {p.fraction:4.0%}" if p.fraction is not None else ""
                 print(f"[{p.stage}{frac}] {p.message}", file=sys.stderr)
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting")
     p_run.add_argument("--db", help="run store (default: $TRILEMMA_DB or outputs/trilemma.db)")
     p_run.add_argument("--quiet", action="store_true", help="no progress lines")
+    p_run.add_argument("--progress", action="store_true", help="progress lines even when stderr is not a terminal")
     args = parser.parse_args(argv)
     return _list(args) if args.command == "list" else _run(args)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from methods.base import Method, MethodUnavailable, UnknownMethod
 
 # Modules that define the built-in methods, imported on first listing.
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("methods.shap_e",)
 
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False

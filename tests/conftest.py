@@ -17,7 +17,7 @@ SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.conftest_shap_e"]
 
 import pytest  # noqa: E402
 
