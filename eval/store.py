@@ -75,6 +75,55 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX metrics_run ON metrics (run_id, name);
     """,
+    # 2: the qualitative study (eval.ratings): served arena pairs, votes with one answer per criterion,
+    # Likert ratings. They reference runs by id, are append-only, and store no IP addresses.
+    """
+    CREATE TABLE pairs (
+        id TEXT PRIMARY KEY,
+        rater TEXT NOT NULL,
+        run_left TEXT NOT NULL REFERENCES runs (id),
+        run_right TEXT NOT NULL REFERENCES runs (id),
+        served_at REAL NOT NULL,
+        CHECK (run_left <> run_right)
+    );
+    CREATE INDEX pairs_rater ON pairs (rater, served_at);
+    CREATE INDEX pairs_runs ON pairs (run_left, run_right);
+    CREATE TABLE votes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pair_id TEXT NOT NULL UNIQUE REFERENCES pairs (id),
+        rater TEXT NOT NULL,
+        run_lo TEXT NOT NULL REFERENCES runs (id),
+        run_hi TEXT NOT NULL REFERENCES runs (id),
+        seconds_viewed REAL NOT NULL,
+        created REAL NOT NULL,
+        UNIQUE (rater, run_lo, run_hi),
+        CHECK (run_lo < run_hi)
+    );
+    CREATE INDEX votes_rater ON votes (rater, created);
+    CREATE INDEX votes_runs ON votes (run_lo, run_hi);
+    CREATE TABLE vote_answers (
+        vote_id INTEGER NOT NULL REFERENCES votes (id),
+        criterion TEXT NOT NULL,
+        answer TEXT NOT NULL CHECK (answer IN ('left', 'right', 'tie', 'both_bad')),
+        PRIMARY KEY (vote_id, criterion)
+    );
+    CREATE TABLE ratings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs (id),
+        rater TEXT NOT NULL,
+        criterion TEXT NOT NULL,
+        score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+        created REAL NOT NULL
+    );
+    CREATE INDEX ratings_run ON ratings (run_id, rater, criterion);
+    CREATE INDEX ratings_rater ON ratings (rater, created);
+    """,
+    # 3: the comparative study (eval.study): which study a run belongs to and the key of its cell.
+    """
+    ALTER TABLE runs ADD COLUMN study TEXT;
+    ALTER TABLE runs ADD COLUMN cell_key TEXT;
+    CREATE INDEX runs_study ON runs (study, cell_key);
+    """,
 ]
 
 _JSON_COLUMNS = ("inputs", "settings", "stage_seconds", "hardware", "versions", "notes")

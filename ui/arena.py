@@ -1,0 +1,466 @@
+"""The Arena tab: two anonymised assets for the same input side by side, one vote per criterion.
+
+Also :func:`likert_row`, a 1-5 rating row for any asset (the modality tabs put one under each viewer).
+
+Raters are ids only: an anonymous ``anon-<random>`` id kept in the browser's localStorage
+(``gr.BrowserState``), or ``hf:<user name>`` after Hugging Face sign-in, offered only on a Space with
+TRILEMMA_HF_LOGIN=1. No IP address is read or stored. All the checks (pair served to this rater,
+minimum viewing time, one vote per pair, rate limits) happen in :mod:`eval.ratings`, on the server;
+the UI only mirrors them. The assets shown are copies without the glTF metadata (which names the
+method), under names derived from a per-process secret, so neither the file nor its name tells
+which method made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from eval import ratings
+from eval.ratings import CRITERIA, CRITERION_LABELS, LIKERT, Policy, RatingError
+from eval.store import Store
+from ui import hosting
+
+log = logging.getLogger(__name__)
+
+VIEW_MODES = ("Textured", "Textureless", "Wireframe")
+ANSWER_CHOICES = [(label, key) for key, label in ratings.ANSWER_LABELS.items()]
+ANY = "any"
+RATER_STORAGE_KEY = "trilemma3d-rater"
+# Callable by gradio_client (tests, scripts) but kept out of the API page, which lists the generation endpoints.
+API_VISIBILITY = "undocumented"
+# Both viewers get exactly these settings (assets are normalised to the unit sphere, +Y up).
+VIEWER_SETTINGS: dict[str, Any] = {
+    "height": 420,
+    "clear_color": (0.94, 0.95, 0.97, 1.0),
+    "camera_position": (45.0, 70.0, 3.2),
+    "zoom_speed": 1.0,
+    "pan_speed": 1.0,
+    "interactive": False,
+}
+QUESTIONS = {
+    "geometry": "Which shape is better: structure, detail, no holes or floaters?",
+    "appearance": "Which looks better: texture, colour, shading?",
+    "alignment": "Which matches the input better?",
+    "overall": "Which one is better overall?",
+}
+_NAME_SALT = secrets.token_hex(16)  # per process: viewer file names cannot be mapped back to run ids
+
+
+def hf_login_enabled() -> bool:
+    """Hugging Face sign-in is offered only on a Space and only when TRILEMMA_HF_LOGIN=1."""
+    return hosting.on_space() and os.environ.get("TRILEMMA_HF_LOGIN", "0").strip() == "1"
+
+
+def rater_state() -> gr.BrowserState:
+    """The per-browser rater id (localStorage); every tab that rates shares the same key."""
+    secret = os.environ.get("TRILEMMA_RATER_SECRET", "trilemma3d-rater-id")
+    return gr.BrowserState(None, storage_key=RATER_STORAGE_KEY, secret=secret)
+
+
+def resolve_rater(browser_id: Any, profile: gr.OAuthProfile | None = None) -> tuple[str, str]:
+    """``(rater, browser id)``: the signed-in ``hf:`` id, else this browser's anonymous id (made if missing)."""
+    anon = browser_id if isinstance(browser_id, str) and browser_id.startswith("anon-") else None
+    try:
+        anon = ratings.check_rater(anon) if anon else ratings.new_rater_id()
+    except RatingError:
+        anon = ratings.new_rater_id()
+    username = getattr(profile, "username", None) if profile is not None else None
+    return (ratings.hf_rater_id(username) if username else anon), anon
+
+
+# ----------------------------------------------------------------------------- viewer files
+
+
+def viewer_file(run: dict[str, Any], mode: str = "Textured", cache_dir: str | Path | None = None) -> str:
+    """An anonymised copy of a run's .glb for the viewer (textureless: colours, UVs and materials removed)."""
+    if mode not in VIEW_MODES:
+        raise ValueError(f"mode must be one of {VIEW_MODES}")
+    textureless = mode != "Textured"
+    root = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "trilemma3d-arena"
+    digest = hashlib.sha256(f"{_NAME_SALT}:{run['id']}:{textureless}".encode()).hexdigest()[:24]
+    out = root / digest / "asset.glb"
+    if not out.is_file():
+        anonymise_glb(run["asset_path"], out, textureless=textureless)
+    return str(out)
+
+
+def anonymise_glb(src: str | Path, dst: str | Path, *, textureless: bool = False) -> Path:
+    """Copy a .glb without extras, names or generator (which name the run and method); optionally grey."""
+    from pygltflib import GLTF2
+
+    gltf = GLTF2().load(str(src))
+    gltf.asset.extras = {}
+    gltf.asset.generator = "Trilemma3D"
+    gltf.extras = {}
+    for collection in (gltf.scenes, gltf.nodes, gltf.meshes, gltf.materials, gltf.images, gltf.textures):
+        for item in collection:
+            item.extras = {}
+            if hasattr(item, "name"):
+                item.name = None
+    if textureless:
+        for mesh in gltf.meshes:
+            for primitive in mesh.primitives:
+                primitive.attributes.COLOR_0 = None
+                primitive.attributes.TEXCOORD_0 = None
+                primitive.attributes.TEXCOORD_1 = None
+                primitive.material = None
+        gltf.materials, gltf.textures, gltf.images, gltf.samplers = [], [], [], []
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(f".{secrets.token_hex(4)}.tmp")
+    gltf.save_binary(str(tmp))
+    tmp.replace(dst)
+    return dst
+
+
+def input_image(run: dict[str, Any]) -> str | None:
+    """The input image saved next to the run's asset (``input.png`` ...), if the runner kept one."""
+    folder = Path(run["asset_path"]).parent
+    for name in ("input.png", "input.webp", "input.jpg", "input.jpeg"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return None
+
+
+def method_label(method_id: str) -> str:
+    try:
+        import methods
+
+        return methods.get(method_id).label
+    except Exception:  # a method that is no longer registered (restored votes, removed code) keeps its id
+        return method_id
+
+
+# ----------------------------------------------------------------------------- the tab
+
+
+@dataclass
+class ArenaTab:
+    """The Arena tab's components (tests and app.py reach them through this)."""
+
+    rater: gr.BrowserState
+    pair: gr.State
+    modality: gr.Dropdown
+    prompt_set: gr.Dropdown
+    view: gr.Radio
+    new_pair: gr.Button
+    prompt: gr.Textbox
+    image: gr.Image
+    left: gr.Model3D
+    right: gr.Model3D
+    questions: dict[str, gr.Radio]
+    vote: gr.Button
+    status: gr.Markdown
+    reveal: gr.Markdown
+    timer: gr.Timer
+    login: gr.LoginButton | None
+
+
+def build_arena_tab(store: Store | None = None, policy: Policy | None = None) -> ArenaTab:
+    """Build the Arena in the current Blocks context (call inside ``gr.Tab``).
+
+    API: ``/arena_new_pair`` (rater id, modality, prompt set, view) and ``/arena_vote`` (rater id and
+    one answer per criterion: left | right | tie | both_bad), ``/arena_view`` (view mode).
+    """
+    stores: list[Store] = [store] if store is not None else []
+
+    def get_store() -> Store:
+        if not stores:
+            stores.append(Store())
+        return stores[0]
+
+    def get_policy() -> Policy:
+        return policy or Policy.from_env()
+
+    start_sync(get_store)
+    gr.Markdown(
+        "Two models made from the **same input** by two different methods, shown without their names. "
+        "Turn them around, then answer each question: *left*, *right*, *tie* or *both bad*. "
+        "The methods are revealed after your vote."
+    )
+    login = gr.LoginButton() if hf_login_enabled() else None
+    rater = rater_state()
+    pair = gr.State(None)  # server side: the served pair, including which method is where
+    with gr.Row():
+        modality = gr.Dropdown([ANY, "text", "image", "video"], value=ANY, label="Input kind", scale=1)
+        prompt_set = gr.Dropdown([ANY, *ratings.prompt_sets()], value=ANY, label="Prompt set", scale=1)
+        view = gr.Radio(list(VIEW_MODES), value=VIEW_MODES[0], label="View (both sides)", scale=2)
+        new_pair = gr.Button("New pair", variant="secondary", scale=1, elem_id="arena-new-pair")
+    with gr.Row(equal_height=False):
+        prompt = gr.Textbox(label="Input", interactive=False, lines=1, max_lines=3, scale=3)
+        image = gr.Image(label="Input image", interactive=False, visible=False, height=160, scale=1)
+    with gr.Row(equal_height=True):
+        left = gr.Model3D(label="Left", **VIEWER_SETTINGS)
+        right = gr.Model3D(label="Right", **VIEWER_SETTINGS)
+    questions = {}
+    with gr.Row():
+        for criterion in CRITERIA:
+            questions[criterion] = gr.Radio(
+                ANSWER_CHOICES, label=CRITERION_LABELS[criterion], info=QUESTIONS[criterion], min_width=200
+            )
+    vote = gr.Button("Vote", variant="primary", interactive=False)
+    status = gr.Markdown("Press **New pair** to start.")
+    reveal = gr.Markdown()
+    timer = gr.Timer(0.5, active=False)
+
+    def serve(
+        browser_id: Any, kind: str, pset: str, mode: str, profile: gr.OAuthProfile | None = None
+    ) -> tuple[Any, ...]:
+        who, anon = resolve_rater(browser_id, profile)
+        clear = [gr.update(value=None) for _ in CRITERIA]
+        try:
+            served = ratings.serve_pair(
+                get_store(),
+                who,
+                modality=None if kind in (ANY, None, "") else kind,
+                prompt_set=None if pset in (ANY, None, "") else pset,
+                policy=get_policy(),
+            )
+        except RatingError as exc:
+            return (
+                anon,
+                None,
+                None,
+                None,
+                "",
+                gr.update(value=None, visible=False),
+                f"**{exc}**",
+                "",
+                gr.update(interactive=False),
+                gr.Timer(active=False),
+                *clear,
+            )
+        state = {
+            "id": served.id,
+            "rater": who,
+            "served_at": served.served_at,
+            "left": served.left,
+            "right": served.right,
+            "voted": False,
+        }
+        img = input_image(served.left) if served.modality == "image" else None
+        wait = get_policy().min_view_seconds
+        note = f"Look at both for at least {wait:g} s, then vote." if wait > 0 else "Vote when you are ready."
+        return (
+            anon,
+            state,
+            *_viewer_updates(state, mode),
+            f"{served.modality}: {served.input_label}",
+            gr.update(value=img, visible=img is not None),
+            note,
+            "",
+            gr.update(interactive=wait <= 0),
+            gr.Timer(active=wait > 0),
+            *clear,
+        )
+
+    def tick(state: dict | None) -> tuple[Any, Any]:
+        if not state or state.get("voted"):
+            return gr.update(interactive=False), gr.Timer(active=False)
+        if time.time() - state["served_at"] >= get_policy().min_view_seconds:
+            return gr.update(interactive=True), gr.Timer(active=False)
+        return gr.update(), gr.Timer()
+
+    def change_view(state: dict | None, mode: str) -> tuple[Any, Any]:
+        if not state:
+            return None, None
+        return _viewer_updates(state, mode)
+
+    def cast(
+        browser_id: Any,
+        state: dict | None,
+        geometry: str | None,
+        appearance: str | None,
+        alignment: str | None,
+        overall: str | None,
+        profile: gr.OAuthProfile | None = None,
+    ):
+        who, anon = resolve_rater(browser_id, profile)
+        if not state:
+            raise gr.Error("No pair is being shown: press New pair first.", print_exception=False)
+        answers = {"geometry": geometry, "appearance": appearance, "alignment": alignment, "overall": overall}
+        try:
+            result = ratings.vote(get_store(), state["id"], who, answers, policy=get_policy())
+        except RatingError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        _sync_vote(get_store(), result.vote_id)
+        state = {**state, "voted": True}
+        text = (
+            f"**Left** was **{method_label(result.left_method)}** (`{result.left_run}`) · "
+            f"**Right** was **{method_label(result.right_method)}** (`{result.right_run}`)"
+        )
+        return (
+            anon,
+            state,
+            "Thank you, your vote is saved. Press **New pair** for another.",
+            text,
+            gr.update(interactive=False),
+            gr.Timer(active=False),
+        )
+
+    serve_outputs = [rater, pair, left, right, prompt, image, status, reveal, vote, timer, *questions.values()]
+    new_pair.click(
+        serve,
+        [rater, modality, prompt_set, view],
+        serve_outputs,
+        api_name="arena_new_pair",
+        api_visibility=API_VISIBILITY,
+    )
+    view.change(change_view, [pair, view], [left, right], api_name="arena_view", api_visibility=API_VISIBILITY)
+    timer.tick(tick, [pair], [vote, timer], api_visibility="private", queue=False, show_progress="hidden")
+    vote.click(
+        cast,
+        [rater, pair, *questions.values()],
+        [rater, pair, status, reveal, vote, timer],
+        api_name="arena_vote",
+        api_visibility=API_VISIBILITY,
+    )
+    return ArenaTab(
+        rater,
+        pair,
+        modality,
+        prompt_set,
+        view,
+        new_pair,
+        prompt,
+        image,
+        left,
+        right,
+        questions,
+        vote,
+        status,
+        reveal,
+        timer,
+        login,
+    )
+
+
+def _viewer_updates(state: dict[str, Any], mode: str) -> tuple[Any, Any]:
+    """The same view settings for both sides; a pair whose assets cannot be read is a clear error."""
+    display = "wireframe" if mode == "Wireframe" else "solid"
+    try:
+        files = [viewer_file(state[side], mode if mode in VIEW_MODES else VIEW_MODES[0]) for side in ("left", "right")]
+    except Exception as exc:  # a missing or corrupt .glb: the next New pair offers another pair
+        log.warning("cannot show pair %s: %s: %s", state.get("id"), type(exc).__name__, exc)
+        message = "The models of this pair cannot be opened; press New pair for another."
+        raise gr.Error(message, print_exception=False) from None
+    return tuple(gr.update(value=f, display_mode=display) for f in files)  # type: ignore[return-value]
+
+
+def start_sync(get_store: Callable[[], Store]) -> None:
+    """With a Hub dataset configured, restore its votes and start pushing now, not at the first vote."""
+    from eval import ratings_sync
+
+    if ratings_sync.SyncConfig.from_env() is not None:
+        ratings_sync.for_database(str(get_store().path))
+
+
+def _sync_vote(store: Store, vote_id: int) -> None:
+    from eval import ratings_sync
+
+    try:
+        sync = ratings_sync.for_database(str(store.path))
+        if sync is not None:
+            sync.record_vote(store, vote_id)
+    except Exception as exc:  # the vote is in the store; the Hub copy catches up with the next one
+        log.warning("could not queue vote %s for the Hub: %s", vote_id, exc)
+
+
+def _sync_ratings(store: Store, rating_ids: list[int]) -> None:
+    from eval import ratings_sync
+
+    try:
+        sync = ratings_sync.for_database(str(store.path))
+        if sync is not None:
+            sync.record_ratings(store, rating_ids)
+    except Exception as exc:
+        log.warning("could not queue ratings for the Hub: %s", exc)
+
+
+# ----------------------------------------------------------------------------- Likert
+
+
+@dataclass
+class LikertRow:
+    """A 1-5 rating per criterion for the asset whose run id is in ``run_id``."""
+
+    scores: dict[str, gr.Radio]
+    submit: gr.Button
+    status: gr.Markdown
+    rater: gr.BrowserState
+
+
+def likert_row(
+    run_id: gr.State,
+    *,
+    store: Store | None = None,
+    policy: Policy | None = None,
+    rater: gr.BrowserState | None = None,
+    api_name: str | None = None,
+) -> LikertRow:
+    """A compact row of 1-5 ratings (geometry, appearance, alignment, overall) and a Rate button.
+
+    Put it right under a viewer; ``run_id`` is a ``gr.State`` holding the shown asset's run id (or a
+    run record dict with an ``id``). The scores clear when the run id changes. ``api_name`` names the
+    endpoint (give each row its own, e.g. ``rate_text_0``; undocumented like the arena's); without it the
+    endpoint is private.
+    """
+    stores: list[Store] = [store] if store is not None else []
+
+    def get_store() -> Store:
+        if not stores:
+            stores.append(Store())
+        return stores[0]
+
+    rater = rater if rater is not None else rater_state()
+    scores = {}
+    with gr.Row(equal_height=True, elem_classes=["likert-row"]):
+        for criterion in CRITERIA:
+            scores[criterion] = gr.Radio(list(LIKERT), label=f"{CRITERION_LABELS[criterion]} (1-5)", min_width=150)
+        submit = gr.Button("Rate", size="sm", min_width=80, scale=0)
+    status = gr.Markdown(elem_classes=["slot-status"])
+
+    def submit_scores(
+        browser_id: Any,
+        current: Any,
+        geometry: int | None,
+        appearance: int | None,
+        alignment: int | None,
+        overall: int | None,
+        profile: gr.OAuthProfile | None = None,
+    ):
+        who, anon = resolve_rater(browser_id, profile)
+        run = current.get("id") if isinstance(current, dict) else current
+        if not run:
+            raise gr.Error("There is no asset to rate yet: generate one first.", print_exception=False)
+        scores = {"geometry": geometry, "appearance": appearance, "alignment": alignment, "overall": overall}
+        try:
+            ids = ratings.rate(get_store(), str(run), who, scores, policy=policy or Policy.from_env())
+        except RatingError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        _sync_ratings(get_store(), ids)
+        return anon, f"Saved {len(ids)} rating{'s' * (len(ids) != 1)}, thank you."
+
+    visibility = API_VISIBILITY if api_name else "private"
+    submit.click(
+        submit_scores, [rater, run_id, *scores.values()], [rater, status], api_name=api_name, api_visibility=visibility
+    )
+    run_id.change(
+        lambda _: [*(gr.update(value=None) for _ in CRITERIA), ""],
+        [run_id],
+        [*scores.values(), status],
+        api_visibility="private",
+        queue=False,
+    )
+    return LikertRow(scores, submit, status, rater)
