@@ -1,0 +1,43 @@
+"""The comparative study: a study file, every (input, method settings, seed) cell, one report.
+
+Public API::
+
+    from eval.study import load_study, Study, StudyFileError            # parse + validate, lines at fault
+    from eval.study import Cell, cell_key                               # what a cell is and its key
+    from eval.study import run_study, StudyRun, StudyInterrupted        # resumable runs, one writer
+    from eval.study import InProcessExecutor, LocalExecutor, RayExecutor, make_executor
+    from eval.study import build_report, bootstrap_ci, Report           # the report folder
+    from eval.study import read_prompts, provenance                     # prompt sets from files
+
+Command line: ``python -m eval study check|run|report STUDY.yaml`` (:mod:`eval.study.cli`).
+Runs are recorded in the run store like app runs, tagged with ``study`` and ``cell_key``.
+"""
+
+from eval.study.cells import Cell, cell_key
+from eval.study.executors import InProcessExecutor, LocalExecutor, RayExecutor, make_executor
+from eval.study.prompts import provenance, read_prompts
+from eval.study.report import Report, bootstrap_ci, build_report
+from eval.study.run import StudyInterrupted, StudyRun, finished_cells, open_store, run_study
+from eval.study.spec import Study, StudyFileError, load_study
+
+__all__ = [
+    "Cell",
+    "InProcessExecutor",
+    "LocalExecutor",
+    "RayExecutor",
+    "Report",
+    "Study",
+    "StudyFileError",
+    "StudyInterrupted",
+    "StudyRun",
+    "bootstrap_ci",
+    "build_report",
+    "cell_key",
+    "finished_cells",
+    "load_study",
+    "make_executor",
+    "open_store",
+    "provenance",
+    "read_prompts",
+    "run_study",
+]
