@@ -15,7 +15,7 @@ from pathlib import Path
 from methods.base import Method, MethodUnavailable, UnknownMethod
 
 # Modules that define the built-in methods, imported on first listing.
-BUILTIN_MODULES: tuple[str, ...] = ("methods.shap_e",)
+BUILTIN_MODULES: tuple[str, ...] = ("methods.shap_e", "methods.point_e")
 
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
@@ -79,7 +79,10 @@ def checkpoint_status(checkpoint: str) -> Availability:
             return Availability(False, f"checkpoint directory {checkpoint} does not exist")
         return Availability(True, f"local checkpoint {checkpoint}")
     if checkpoint.startswith(("http://", "https://")):
-        return Availability(not hub_offline(), "" if not hub_offline() else f"{checkpoint} is not cached and offline")
+        name = checkpoint.rsplit("/", 1)[-1]
+        if hub_offline():
+            return Availability(False, f"{name} is not cached and downloads are offline (HF_HUB_OFFLINE=1)")
+        return Availability(True, f"{name} will be downloaded from {checkpoint} on first run")
     from huggingface_hub import scan_cache_dir  # light; no torch
     from huggingface_hub.errors import CacheNotFound
 
@@ -113,7 +116,8 @@ def availability(method: Method | str, modality: str | None = None, settings=Non
         status = checkpoint_status(ckpt)
         if not status.ok:
             return status
-        notes.append(status.reason)
+        if status.reason and status.reason not in notes:
+            notes.append(status.reason)
     return Availability(True, "; ".join(notes) or "ready")
 
 
