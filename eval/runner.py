@@ -124,7 +124,11 @@ def execute(
             metric_rows.append(row)
             yield RunEvent("metric", run_id, method.id, metric=row)
         started = time.perf_counter()
-        for row in score(normalized, inputs, context):
+        scoring = {"method": method.id, "method_settings": resolved.to_dict(), **(context or {})}
+        optimised = getattr(method, "optimises_clip", None)
+        if optimised:  # never score with the CLIP a method optimised against (Dream Fields lesson)
+            scoring["method_clip_models"] = [*scoring.get("method_clip_models", []), optimised]
+        for row in score(normalized, inputs, scoring):
             metric_rows.append(row)
             yield RunEvent("metric", run_id, method.id, metric=row)
         panel = MetricRow("seconds_panel", round(time.perf_counter() - started, 3), "s", False, "cost")

@@ -1,0 +1,518 @@
+"""The fixed camera ring and the one renderer every asset is judged with.
+
+A small rasteriser written in PyTorch, run on the CPU in float64 with element-wise maths and an
+order-independent z-buffer (``scatter_reduce`` amin over a depth+id key), so that the same asset
+gives the same pixels on a CI machine with no display and on a GPU host. No OpenGL, no Vulkan.
+
+Conventions (the asset is expected in the canonical frame of :func:`methods.base.normalize`:
+centred, unit bounding sphere, +Y up, front facing +Z):
+
+- a :class:`Camera` sits on a sphere of radius ``distance`` around the origin and looks at it, +Y
+  up; azimuth 0 is the front (+Z), azimuth 90 the right side (+X); elevation is above the equator;
+- pinhole, square pixels, vertical field of view ``fov``; pixel ``(row, col)`` has its centre at
+  ``(row + 0.5, col + 0.5)``; camera-to-world poses use the OpenGL convention (-Z forward);
+- ``color`` mode draws the asset's base colour (vertex colours or texture) unlit: generated
+  assets bake their shading into colour; ``geometry`` mode is the textureless render
+  (DreamFusion's "geo"): white Lambertian under a fixed head light, two-sided flat faces;
+- point clouds are drawn as discs of ``point_radius`` (world units) facing the camera; their
+  geometry renders use PCA normals from 16 neighbours;
+- images are composited over a white background; ``alpha`` is the coverage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from methods.base import Asset
+
+RENDERER = "trilemma-raster"
+RENDERER_VERSION = "1"
+MODES = ("color", "geometry")
+RING_ELEVATION = 30.0
+HELDOUT_AZIMUTH = 22.5  # between two ring views, so it is seen by none of them
+HELDOUT_ELEVATION = 45.0
+DISTANCE = 3.2  # a unit sphere fills 91% of the frame height at fov 40
+FOV = 40.0
+GEOMETRY_AMBIENT = 0.25
+GEOMETRY_DIFFUSE = 0.75
+NEUTRAL_GREY = 0.7  # the base colour of an asset that has none (as methods.export writes it)
+_MAX_CANDIDATES = 1 << 22  # pixel candidates per chunk: bounds memory at ~0.5 GB
+_ID_BITS = 24  # z-buffer key = quantised depth << 24 | primitive id
+_DEPTH_SCALE = 2.0**32
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A camera on the viewing sphere, looking at the origin with +Y up (angles in degrees)."""
+
+    azimuth: float
+    elevation: float
+    distance: float = DISTANCE
+    fov: float = FOV
+
+    @property
+    def position(self) -> np.ndarray:
+        az, el = math.radians(self.azimuth), math.radians(self.elevation)
+        return self.distance * np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
+
+    def c2w(self) -> np.ndarray:
+        """Camera-to-world 4x4, OpenGL convention (x right, y up, -z forward), as Inputs.poses."""
+        eye = self.position
+        back = eye / np.linalg.norm(eye)
+        right = np.cross([0.0, 1.0, 0.0], back)
+        if np.linalg.norm(right) < 1e-9:  # looking straight down or up: pick a stable right vector
+            right = np.array([1.0, 0.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(back, right)
+        pose = np.eye(4)
+        pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, up, back, eye
+        return pose
+
+    def focal(self, resolution: int) -> float:
+        return resolution / 2.0 / math.tan(math.radians(self.fov) / 2.0)
+
+    def intrinsics(self, resolution: int) -> np.ndarray:
+        """3x3 pixel intrinsics (OpenCV layout) for a square image of ``resolution`` pixels."""
+        f = self.focal(resolution)
+        return np.array([[f, 0.0, resolution / 2.0], [0.0, f, resolution / 2.0], [0.0, 0.0, 1.0]])
+
+    def describe(self) -> str:
+        return f"az {self.azimuth:g} el {self.elevation:g}"
+
+
+def camera_ring(n: int = 8, elevation: float = RING_ELEVATION) -> list[Camera]:
+    """``n`` azimuths evenly spaced from the front, at one elevation (default: the protocol's 8 at 30 degrees)."""
+    return [Camera(360.0 * i / n, elevation) for i in range(n)]
+
+
+def heldout_camera() -> Camera:
+    """The held-out view (45 degrees up, between two ring views), as Dream Fields evaluates."""
+    return Camera(HELDOUT_AZIMUTH, HELDOUT_ELEVATION)
+
+
+def front_camera() -> Camera:
+    """The input's viewpoint for image inputs: straight at the front after normalisation."""
+    return Camera(0.0, 0.0)
+
+
+@dataclass
+class Renders:
+    """Renders of one asset: float32 images over white, coverage, depth, and what made them."""
+
+    rgb: np.ndarray  # (V, H, W, 3) float32 in [0, 1], composited over the background
+    alpha: np.ndarray  # (V, H, W) float32 coverage in [0, 1]
+    depth: np.ndarray  # (V, H, W) float32 distance along the view axis, inf where empty
+    cameras: list[Camera]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def uint8(self) -> np.ndarray:
+        return (self.rgb * 255.0 + 0.5).astype(np.uint8)
+
+    def images(self, with_alpha: bool = False) -> list:
+        """PIL images, RGB over white (or RGBA with the coverage as alpha)."""
+        from PIL import Image
+
+        rgb = self.uint8()
+        if not with_alpha:
+            return [Image.fromarray(im) for im in rgb]
+        a = (self.alpha * 255.0 + 0.5).astype(np.uint8)[..., None]
+        return [Image.fromarray(np.concatenate([im, al], axis=-1)) for im, al in zip(rgb, a, strict=True)]
+
+
+def render_settings(
+    cameras: list[Camera], resolution: int, mode: str, supersample: int, point_radius: float
+) -> dict[str, Any]:
+    """Everything that changes the pixels, for the metric rows."""
+    return {
+        "renderer": f"{RENDERER} v{RENDERER_VERSION}",
+        "mode": mode,
+        "resolution": resolution,
+        "supersample": supersample,
+        "views": [c.describe() for c in cameras],
+        "distance": cameras[0].distance if cameras else DISTANCE,
+        "fov": cameras[0].fov if cameras else FOV,
+        "background": "white",
+        "point_radius": point_radius,
+    }
+
+
+def render(
+    asset: Asset,
+    cameras: list[Camera] | None = None,
+    *,
+    resolution: int = 224,
+    mode: str = "color",
+    supersample: int = 2,
+    point_radius: float = 0.015,
+) -> Renders:
+    """Render the asset (its mesh, else its points) from each camera.
+
+    ``supersample`` renders at that multiple of ``resolution`` and box-filters down (anti-aliasing).
+    Deterministic: the same asset and arguments give the same pixels on every machine.
+    """
+    return render_modes(
+        asset, cameras, modes=(mode,), resolution=resolution, supersample=supersample, point_radius=point_radius
+    )[mode]
+
+
+def render_modes(
+    asset: Asset,
+    cameras: list[Camera] | None = None,
+    *,
+    modes: tuple[str, ...] = MODES,
+    resolution: int = 224,
+    supersample: int = 2,
+    point_radius: float = 0.015,
+) -> dict[str, Renders]:
+    """:func:`render` in several modes at once: each view is rasterised once and shaded per mode."""
+    import torch
+
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if resolution < 8 or supersample < 1:
+        raise ValueError("resolution must be at least 8 pixels and supersample at least 1")
+    cameras = list(cameras) if cameras is not None else camera_ring()
+    res = resolution * supersample
+    scene = _Scene.from_asset(asset, modes)
+    out: dict[str, tuple[list, list, list]] = {mode: ([], [], []) for mode in modes}
+    for cam in cameras:
+        for mode, (rgb, alpha, depth) in scene.draw(cam, res, point_radius, modes).items():
+            if supersample > 1:
+                rgb, alpha, depth = _downsample(rgb, alpha, depth, supersample)
+            for stack, image in zip(out[mode], (rgb, alpha, depth), strict=True):
+                stack.append(image.float())
+    empty = np.zeros((0, resolution, resolution), np.float32)
+    return {
+        mode: Renders(
+            rgb=torch.stack(rgbs).numpy() if rgbs else np.zeros((0, resolution, resolution, 3), np.float32),
+            alpha=torch.stack(alphas).numpy() if alphas else empty,
+            depth=torch.stack(depths).numpy() if depths else empty,
+            cameras=cameras,
+            settings=render_settings(cameras, resolution, mode, supersample, point_radius),
+        )
+        for mode, (rgbs, alphas, depths) in out.items()
+    }
+
+
+def _downsample(rgb, alpha, depth, s: int):
+    """Box-filter colour and coverage by ``s`` (explicit sums in a fixed order), nearest depth."""
+    res = rgb.shape[0] // s
+    rgb = rgb.reshape(res, s, res, s, 3)
+    alpha = alpha.reshape(res, s, res, s)
+    rgb_sum, alpha_sum = rgb[:, 0, :, 0].clone(), alpha[:, 0, :, 0].clone()
+    for i in range(s):
+        for j in range(s):
+            if i or j:
+                rgb_sum += rgb[:, i, :, j]
+                alpha_sum += alpha[:, i, :, j]
+    return rgb_sum / (s * s), alpha_sum / (s * s), depth.reshape(res, s, res, s).amin(dim=(1, 3))
+
+
+def render_turntable(
+    asset: Asset,
+    path: str | Path,
+    *,
+    frames: int = 24,
+    elevation: float = RING_ELEVATION,
+    resolution: int = 256,
+    mode: str = "color",
+    fps: int = 12,
+    supersample: int = 1,
+) -> Path:
+    """A turntable of the asset as .gif (Pillow) or .mp4 (PyAV, H.264), chosen by the suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"a turntable is written as .gif or .mp4, not {suffix or 'no suffix'}")
+    renders = render(asset, camera_ring(frames, elevation), resolution=resolution, mode=mode, supersample=supersample)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    if suffix == ".gif":
+        from PIL import Image
+
+        # fast octree palettes: Pillow's default median cut costs about 0.5 s a frame
+        images = [
+            im.quantize(255, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for im in renders.images()
+        ]
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    else:
+        _write_mp4(renders.uint8(), tmp, fps)
+    tmp.replace(path)
+    return path
+
+
+def _write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "20"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+# ----------------------------------------------------------------------------- rasteriser
+
+
+@dataclass
+class _Scene:
+    """The asset as float64 tensors, prepared once for all views."""
+
+    vertices: Any  # (V, 3)
+    faces: Any | None = None  # (F, 3) long
+    colors: Any | None = None  # (V, 3) per-vertex base colour
+    uv: Any | None = None  # (V, 2)
+    texture: Any | None = None  # (H, W, 3)
+    normals: Any | None = None  # (F, 3) face normals, or (N, 3) point normals
+
+    @classmethod
+    def from_asset(cls, asset: Asset, modes: tuple[str, ...]) -> _Scene:
+        import torch
+
+        if asset.mesh is not None:
+            m = asset.mesh
+            v = torch.from_numpy(np.asarray(m.vertices, dtype=np.float64))
+            faces = torch.from_numpy(np.asarray(m.faces, dtype=np.int64))
+            colors, count = m.vertex_colors, len(faces)
+        else:
+            v = torch.from_numpy(np.asarray(asset.points.points, dtype=np.float64))
+            faces, colors, count = None, asset.points.colors, len(v)
+        if count >= 1 << _ID_BITS:
+            raise ValueError(f"the renderer takes fewer than {1 << _ID_BITS} faces or points, got {count}")
+        scene = cls(v, faces)
+        if "geometry" in modes:
+            if faces is None:
+                scene.normals = torch.from_numpy(point_normals(v.numpy()))
+            else:
+                a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+                n = torch.linalg.cross(b - a, c - a)
+                scene.normals = n / n.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        if "color" in modes:
+            if faces is not None and m.texture is not None and m.uv is not None:
+                scene.uv = torch.from_numpy(np.asarray(m.uv, dtype=np.float64))
+                scene.texture = torch.from_numpy(np.asarray(m.texture.convert("RGB"), dtype=np.float64) / 255.0)
+            else:
+                colors = colors if colors is not None else np.full((len(v), 3), NEUTRAL_GREY)
+                scene.colors = torch.from_numpy(np.asarray(colors, dtype=np.float64))
+        return scene
+
+    def draw(self, cam: Camera, res: int, point_radius: float, modes: tuple[str, ...]) -> dict[str, tuple]:
+        """Per mode (rgb (H, W, 3), alpha (H, W), depth (H, W)) float64 tensors for one view."""
+        import torch
+
+        pose = torch.from_numpy(cam.c2w())
+        right, up, back, eye = pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3]
+        rel = self.vertices - eye
+        # element-wise dot products, not matmul: BLAS blocking would make bits depend on the thread count
+        xc = rel[:, 0] * right[0] + rel[:, 1] * right[1] + rel[:, 2] * right[2]
+        yc = rel[:, 0] * up[0] + rel[:, 1] * up[1] + rel[:, 2] * up[2]
+        depth = -(rel[:, 0] * back[0] + rel[:, 1] * back[1] + rel[:, 2] * back[2])
+        f = cam.focal(res)
+        safe = depth.clamp_min(1e-9)
+        sx = xc / safe * f + res / 2.0
+        sy = res / 2.0 - yc / safe * f
+        if self.faces is not None:
+            pid, bary = _raster_triangles(sx, sy, depth, self.faces, res)
+        else:
+            pid, bary = _raster_discs(sx, sy, depth, f * point_radius / safe, res)
+        covered = pid >= 0
+        ids = pid[covered]
+        zbuf = torch.full((res * res,), math.inf, dtype=torch.float64)
+        if self.faces is not None:
+            corners = self.faces[ids]  # (P, 3)
+            b0, b1, b2 = (b[:, None] for b in bary.unbind(1))
+            d = depth[corners]
+            zbuf[covered] = 1.0 / (b0[:, 0] / d[:, 0] + b1[:, 0] / d[:, 1] + b2[:, 0] / d[:, 2])
+        else:
+            zbuf[covered] = depth[ids]
+        alpha = covered.to(torch.float64).reshape(res, res)
+        out = {}
+        for mode in modes:
+            rgb = torch.ones(res * res, 3, dtype=torch.float64)
+            if mode == "geometry":
+                rgb[covered] = self._lambert(self.normals, cam)[ids]  # flat faces: one value per face
+            elif self.texture is not None:
+                uv = self.uv[corners]
+                rgb[covered] = _sample_bilinear(self.texture, b0 * uv[:, 0] + b1 * uv[:, 1] + b2 * uv[:, 2])
+            elif self.faces is not None:
+                col = self.colors[corners]
+                rgb[covered] = b0 * col[:, 0] + b1 * col[:, 1] + b2 * col[:, 2]
+            else:
+                rgb[covered] = self.colors[ids]
+            out[mode] = (rgb.reshape(res, res, 3), alpha, zbuf.reshape(res, res))
+        return out
+
+    @staticmethod
+    def _lambert(normals, cam: Camera):
+        """White Lambertian under a head light from above-left of the camera; normals turned to face it."""
+        import torch
+
+        pose = torch.from_numpy(cam.c2w())
+        light = 1.0 * pose[:3, 2] + 0.5 * pose[:3, 1] - 0.3 * pose[:3, 0]
+        light = light / light.norm()
+        back = pose[:3, 2]
+        towards = normals[:, 0] * back[0] + normals[:, 1] * back[1] + normals[:, 2] * back[2]
+        facing = torch.where(towards < 0, -1.0, 1.0)  # two-sided: winding need not be consistent
+        lit = (facing * (normals[:, 0] * light[0] + normals[:, 1] * light[1] + normals[:, 2] * light[2])).clamp_min(0)
+        return (GEOMETRY_AMBIENT + GEOMETRY_DIFFUSE * lit)[:, None].expand(-1, 3)
+
+
+def _raster_triangles(sx, sy, depth, faces, res: int):
+    """Per pixel the nearest covering triangle (-1 for none) and its perspective-correct barycentrics."""
+    import torch
+
+    x = sx[faces]  # (F, 3)
+    y = sy[faces]
+    w = depth[faces]
+    # edge functions as affine maps of the pixel centre: l_i(px, py) = A_i px + B_i py + C_i
+    x0, x1, x2 = x.unbind(1)
+    y0, y1, y2 = y.unbind(1)
+    area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+    ok = (area.abs() > 1e-12) & (w.min(dim=1).values > 1e-6)
+    inv = torch.where(ok, 1.0 / torch.where(ok, area, torch.ones_like(area)), torch.zeros_like(area))
+    coef_a = torch.stack([y1 - y2, y2 - y0, y0 - y1], dim=1) * inv[:, None]
+    coef_b = torch.stack([x2 - x1, x0 - x2, x1 - x0], dim=1) * inv[:, None]
+    coef_c = torch.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], dim=1) * inv[:, None]
+    lo_x, lo_y, width, height, ok = _pixel_boxes(
+        x.min(dim=1).values, x.max(dim=1).values, y.min(dim=1).values, y.max(dim=1).values, ok, res
+    )
+    inv_w = 1.0 / w.clamp_min(1e-9)
+    # the candidate test runs in float32 on offsets from the box corner (small numbers, no cancellation)
+    corner = coef_a * (lo_x + 0.5)[:, None] + coef_b * (lo_y + 0.5)[:, None] + coef_c
+    steps = torch.stack([corner, coef_a, coef_b], dim=1).float()  # (F, 3 terms, 3 edges)
+    inv_w32 = inv_w.float()
+
+    def candidates(idx, gx, gy):
+        """For faces ``idx`` and box offsets (gx, gy): which pairs are inside, and the depth there."""
+        c = steps[idx]  # (n, 3, 3)
+        lam = c[:, None, 0] + c[:, None, 1] * gx[None, :, None] + c[:, None, 2] * gy[None, :, None]  # (n, k, 3)
+        inside = (lam[..., 0] >= 0) & (lam[..., 1] >= 0) & (lam[..., 2] >= 0)
+        rows, cols = torch.nonzero(inside, as_tuple=True)
+        w = inv_w32[idx[rows]]
+        hit = lam[rows, cols]
+        inv_depth = hit[:, 0] * w[:, 0] + hit[:, 1] * w[:, 1] + hit[:, 2] * w[:, 2]
+        return rows, cols, 1.0 / inv_depth.clamp_min(1e-12)
+
+    pid = _zbuffer(lo_x, lo_y, width, height, ok, res, candidates)
+    covered = pid >= 0
+    bary = torch.zeros(int(covered.sum()), 3, dtype=torch.float64)
+    if len(bary):
+        flat = torch.nonzero(covered).squeeze(1)
+        ids = pid[covered]
+        px = (flat % res).to(torch.float64) + 0.5
+        py = (flat // res).to(torch.float64) + 0.5
+        lin = coef_a[ids] * px[:, None] + coef_b[ids] * py[:, None] + coef_c[ids]
+        persp = lin.clamp_min(0.0) * inv_w[ids]
+        bary = persp / persp.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    return pid, bary
+
+
+def _raster_discs(sx, sy, depth, radius_px, res: int):
+    """Per pixel the nearest disc covering it (-1 for none); discs are camera-facing splats."""
+    import torch
+
+    r = radius_px.clamp_min(0.5)  # at least one pixel wide: a point never vanishes
+    lo_x, lo_y, width, height, ok = _pixel_boxes(sx - r, sx + r, sy - r, sy + r, depth > 1e-6, res)
+    off_x = (lo_x + 0.5 - sx).float()
+    off_y = (lo_y + 0.5 - sy).float()
+    r2 = (r * r).float()
+    depth32 = depth.float()
+
+    def candidates(idx, gx, gy):
+        inside = (off_x[idx, None] + gx[None]) ** 2 + (off_y[idx, None] + gy[None]) ** 2 <= r2[idx, None]
+        rows, cols = torch.nonzero(inside, as_tuple=True)
+        return rows, cols, depth32[idx[rows]]
+
+    return _zbuffer(lo_x, lo_y, width, height, ok, res, candidates), None
+
+
+def _pixel_boxes(xmin, xmax, ymin, ymax, ok, res: int):
+    """The pixels whose centres fall in each primitive's screen box: corner, width, height, non-empty."""
+    lo_x = (xmin - 0.5).ceil().clamp(0, res - 1)
+    hi_x = (xmax - 0.5).floor().clamp(-1, res - 1)
+    lo_y = (ymin - 0.5).ceil().clamp(0, res - 1)
+    hi_y = (ymax - 0.5).floor().clamp(-1, res - 1)
+    ok = ok & (hi_x >= lo_x) & (hi_y >= lo_y) & (xmax > 0) & (xmin < res) & (ymax > 0) & (ymin < res)
+    return lo_x, lo_y, hi_x - lo_x + 1, hi_y - lo_y + 1, ok
+
+
+def _zbuffer(lo_x, lo_y, width, height, ok, res: int, candidates) -> Any:
+    """The nearest primitive per pixel over all (primitive, pixel-in-its-box) candidates.
+
+    Primitives are grouped by the power-of-two width and height of their pixel box, so each group
+    enumerates a dense grid of offsets; the key (depth, id) makes the result independent of the order.
+    """
+    import torch
+
+    empty = torch.iinfo(torch.int64).max
+    keys = torch.full((res * res,), empty, dtype=torch.int64)
+    level_x = torch.ceil(torch.log2(width.clamp_min(1))).to(torch.int64)
+    level_y = torch.ceil(torch.log2(height.clamp_min(1))).to(torch.int64)
+    bucket = level_x * 64 + level_y
+    alive = torch.nonzero(ok).squeeze(1)
+    corner = (lo_y * res + lo_x).to(torch.int64)
+    width32, height32 = width.float(), height.float()
+    for code in torch.unique(bucket[alive]).tolist():
+        sw, sh = 1 << (code // 64), 1 << (code % 64)
+        group = alive[bucket[alive] == code]
+        grid_y, grid_x = torch.meshgrid(torch.arange(sh), torch.arange(sw), indexing="ij")
+        grid_x, grid_y = grid_x.reshape(-1).float(), grid_y.reshape(-1).float()
+        grid_flat = (grid_y * res + grid_x).to(torch.int64)
+        per_chunk = max(1, _MAX_CANDIDATES // (sw * sh))
+        for start in range(0, len(group), per_chunk):
+            idx = group[start : start + per_chunk]
+            rows, cols, z = candidates(idx, grid_x, grid_y)
+            # offsets past the clamped box (the screen edge) are not pixels of this image
+            keep = (grid_x[cols] < width32[idx[rows]]) & (grid_y[cols] < height32[idx[rows]])
+            rows, cols, z = rows[keep], cols[keep], z[keep]
+            if not len(z):
+                continue
+            ids = idx[rows]
+            key = (z.double().clamp(0.0, 63.0) * _DEPTH_SCALE).to(torch.int64) * (1 << _ID_BITS) + ids
+            flat = corner[ids] + grid_flat[cols]
+            keys.scatter_reduce_(0, flat, key, reduce="amin")
+    return torch.where(keys == empty, torch.full_like(keys, -1), keys % (1 << _ID_BITS))
+
+
+def _sample_bilinear(texture, uv):
+    """Bilinear texture lookup with wrap-around; uv (0, 0) is the bottom-left texel corner (glTF via trimesh)."""
+    import torch
+
+    h, w = texture.shape[0], texture.shape[1]
+    x = uv[:, 0] * w - 0.5
+    y = (1.0 - uv[:, 1]) * h - 0.5
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x0i, y0i = x0.to(torch.int64), y0.to(torch.int64)
+    x1i, y1i = (x0i + 1) % w, (y0i + 1) % h
+    x0i, y0i = x0i % w, y0i % h
+    top = texture[y0i, x0i] * (1 - fx) + texture[y0i, x1i] * fx
+    bottom = texture[y1i, x0i] * (1 - fx) + texture[y1i, x1i] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def point_normals(points: np.ndarray, k: int = 16) -> np.ndarray:
+    """Unit normals of a point cloud by PCA of each point's ``k`` nearest neighbours (sign arbitrary)."""
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(points, dtype=np.float64)
+    if len(pts) < 3:
+        return np.tile([0.0, 0.0, 1.0], (len(pts), 1))
+    k = min(k, len(pts))
+    _, nn = cKDTree(pts).query(pts, k=k)
+    nbrs = pts[nn]
+    centred = nbrs - nbrs.mean(axis=1, keepdims=True)
+    cov = np.einsum("nki,nkj->nij", centred, centred)
+    _, vecs = np.linalg.eigh(cov)
+    return np.ascontiguousarray(vecs[:, :, 0])
