@@ -1,0 +1,32 @@
+"""Trilemma3D's user interface: one module per tab, using only the public APIs of methods/ and eval/.
+
+Public API::
+
+    from ui import build_modality_tab, build_methods_tab      # tab builders (call inside gr.Tab)
+    from ui import TITLES, API_NAMES                          # modality -> tab title / API name
+    from ui import text_to_3d, image_to_3d, video_to_3d       # the API endpoints' functions
+    from ui import HEADER, CSS, theme                         # the look
+    from ui import hosting                                    # server name/port, spaces.GPU wrapper
+
+Nothing here imports torch: methods are listed through the registry and run through eval.runner.
+"""
+
+from ui import hosting
+from ui.generate import API_NAMES, TITLES, ModalityTab, build_modality_tab, image_to_3d, text_to_3d, video_to_3d
+from ui.methods_tab import build_methods_tab
+from ui.style import CSS, HEADER, theme
+
+__all__ = [
+    "API_NAMES",
+    "CSS",
+    "HEADER",
+    "TITLES",
+    "ModalityTab",
+    "build_methods_tab",
+    "build_modality_tab",
+    "hosting",
+    "image_to_3d",
+    "text_to_3d",
+    "theme",
+    "video_to_3d",
+]

@@ -1,0 +1,270 @@
+"""One press of Generate: validate everything first, then run the chosen methods one after another.
+
+``plan_job`` checks the input, the seed and each method's settings and availability before
+anything runs or is stored; ``run_job`` runs each method through ``eval.runner.execute`` and
+yields the state of every slot and the metric rows, a few times a second. One method failing
+marks its slot and the others still run. No gradio here: the tabs and the API share this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.protocol import MetricRow
+from eval.runner import execute, prepare
+from eval.store import Store
+from methods.base import Inputs, InvalidInput, InvalidSettings, MethodError, Settings
+from methods.registry import get
+from ui import hosting
+from ui.inputs import make_inputs
+from ui.panel import metric_json
+
+log = logging.getLogger(__name__)
+
+MAX_METHODS = 4  # result slots side by side
+MAX_SEED = 2**31 - 1
+PROGRESS_INTERVAL_S = 0.25  # at most four progress updates a second reach the browser
+GPU_SECONDS_MIN, GPU_SECONDS_MAX, GPU_SECONDS_MARGIN = 30, 600, 15
+
+_RNG = random.SystemRandom()
+
+
+@dataclass
+class PlannedRun:
+    """A chosen method with its resolved settings, or the reason it is refused."""
+
+    method_id: str
+    label: str
+    settings: Settings | None = None
+    error: str | None = None
+    gpu_seconds: float = 0.0
+
+
+@dataclass
+class Job:
+    modality: str
+    inputs: Inputs
+    seed: int
+    runs: list[PlannedRun]
+
+    @property
+    def refusals(self) -> list[str]:
+        return [run.error for run in self.runs if run.error]
+
+    def gpu_duration(self) -> int:
+        """Seconds to ask ZeroGPU for: the methods' own estimates for these settings, plus a margin."""
+        estimate = sum(run.gpu_seconds for run in self.runs if run.error is None) * 1.25 + GPU_SECONDS_MARGIN
+        return int(min(max(math.ceil(estimate), GPU_SECONDS_MIN), GPU_SECONDS_MAX))
+
+
+@dataclass
+class SlotState:
+    """What one result slot shows: the method, how far it got, its files or its error."""
+
+    method_id: str
+    label: str
+    state: str = "queued"  # queued | running | done | failed | refused
+    message: str = ""
+    stage: str = ""
+    fraction: float | None = None
+    run_id: str | None = None
+    glb: str | None = None
+    files: list[str] = field(default_factory=list)
+    seconds: float | None = None
+
+    def status_markdown(self) -> str:
+        if self.state == "queued":
+            return "⏳ Waiting for its turn…"
+        if self.state == "running":
+            done = f" {self.fraction:.0%}" if self.fraction is not None else ""
+            line = f"⚙️ **{self.stage or 'starting'}**{done}"
+            return line + (f" — {self.message}" if self.message else "")
+        if self.state == "done":
+            took = f" in {_seconds(self.seconds)}" if self.seconds is not None else ""
+            return f"✅ Done{took} · run `{self.run_id}`"
+        prefix = "⛔ **Not run:**" if self.state == "refused" else "❌ **Failed:**"
+        return f"{prefix} {self.message}"
+
+
+@dataclass
+class JobState:
+    slots: list[SlotState]
+    metrics: list[tuple[str, MetricRow]] = field(default_factory=list)  # (method label, row) for the panel
+    metric_records: list[dict[str, Any]] = field(default_factory=list)  # the same rows as JSON for the API
+    finished: bool = False
+
+
+def _seconds(value: float) -> str:
+    if value < 0.1:
+        return "under 0.1 s"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def resolve_seed(seed: Any, randomize: bool) -> int:
+    """The seed to use: a fresh random one when asked, else the given one, checked against its range."""
+    if randomize:
+        return _RNG.randint(0, MAX_SEED)
+    if seed is None or seed == "":
+        return 0
+    try:
+        value = float(seed)
+    except (TypeError, ValueError):
+        raise InvalidSettings(f"the seed must be a whole number, got {seed!r}") from None
+    if not value.is_integer() or not 0 <= value <= MAX_SEED:
+        raise InvalidSettings(f"the seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return int(value)
+
+
+def parse_settings_json(text: str | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``{"method id": {"setting": value}}`` from a JSON string (the API's settings argument)."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return {}
+    if isinstance(text, str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidSettings(f'settings must be a JSON object, e.g. {{"shap-e": {{...}}}}: {exc}') from None
+    else:
+        data = text
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise InvalidSettings('settings must map each method id to an object of settings, e.g. {"shap-e": {...}}')
+    return {str(k): dict(v) for k, v in data.items()}
+
+
+def normalize_method_ids(method_ids: Any) -> list[str]:
+    if method_ids is None or method_ids == "":
+        return []
+    if isinstance(method_ids, str):
+        method_ids = [method_ids]
+    out: list[str] = []
+    for mid in method_ids:
+        mid = str(mid).strip()
+        if mid and mid not in out:
+            out.append(mid)
+    return out
+
+
+def plan_job(
+    modality: str,
+    raw_input: Any,
+    method_ids: Any,
+    seed: Any = 0,
+    randomize: bool = False,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Job:
+    """Validate the request. Problems with the whole request raise a MethodError (InvalidInput or
+    InvalidSettings); a problem with one method (unknown, unavailable, bad settings) refuses that run only."""
+    ids = normalize_method_ids(method_ids)
+    if not ids:
+        raise InvalidInput("no method was chosen: pick at least one method")
+    if len(ids) > MAX_METHODS:
+        raise InvalidInput(f"{len(ids)} methods were chosen; at most {MAX_METHODS} run side by side")
+    settings = dict(settings or {})
+    stray = sorted(set(settings) - set(ids))
+    if stray:
+        raise InvalidSettings(
+            f"settings were given for {', '.join(stray)}, which is not among the chosen methods ({', '.join(ids)})"
+        )
+    inputs = make_inputs(modality, raw_input)
+    used_seed = resolve_seed(seed, randomize)
+    runs = [_plan_run(mid, inputs, {"seed": used_seed, **settings.get(mid, {})}) for mid in ids]
+    return Job(modality=modality, inputs=inputs, seed=used_seed, runs=runs)
+
+
+def _plan_run(method_id: str, inputs: Inputs, overrides: dict[str, Any]) -> PlannedRun:
+    try:
+        method = get(method_id)
+    except MethodError as exc:
+        return PlannedRun(method_id, method_id, error=str(exc))
+    try:
+        method, resolved = prepare(method_id, inputs, overrides)
+        seconds = float(method.estimate_seconds(resolved, gpu=True))
+    except MethodError as exc:
+        return PlannedRun(method_id, method.label, error=str(exc))
+    return PlannedRun(method_id, method.label, settings=resolved, gpu_seconds=seconds)
+
+
+def run_job(job: Job, store: Store | None = None) -> Iterator[JobState]:
+    """Run the job's methods in order; yield the state after progress (throttled) and after each method."""
+    store = store or Store()
+    state = JobState(
+        slots=[
+            SlotState(run.method_id, run.label, state="refused" if run.error else "queued", message=run.error or "")
+            for run in job.runs
+        ]
+    )
+    yield state
+    for run, slot in zip(job.runs, state.slots, strict=True):
+        if run.error:
+            continue
+        slot.state = "running"
+        yield state
+        yield from _run_one(job, run, slot, state, store)
+        yield state
+    state.finished = True
+    yield state
+
+
+def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store: Store) -> Iterator[JobState]:
+    """Drive one method, yielding on progress; its metric rows reach the panel together when it is done."""
+    rows: list[MetricRow] = []
+    throttle = _Throttle()
+    try:
+        with closing(execute(run.method_id, job.inputs, run.settings, store=store)) as events:
+            for event in events:
+                slot.run_id = event.run_id
+                if event.kind == "progress" and event.progress is not None:
+                    p = event.progress
+                    slot.stage, slot.fraction, slot.message = p.stage, p.fraction, p.message
+                    if throttle.due():
+                        yield state
+                elif event.kind == "metric" and event.metric is not None:
+                    rows.append(event.metric)
+                elif event.kind == "done":
+                    _finish(slot, event.files, event.record or {})
+    except MethodError as exc:
+        slot.state, slot.message = "failed", str(exc)
+        return
+    except Exception as exc:  # a bug or a crash inside one method must not stop the others
+        log.exception("%s failed", run.method_id)
+        slot.state, slot.message = "failed", f"{type(exc).__name__}: {exc}"
+        return
+    state.metrics.extend((slot.label, row) for row in rows)
+    state.metric_records.extend(metric_json(run.method_id, slot.run_id or "", row) for row in rows)
+
+
+def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]) -> None:
+    glb = files.get("glb")
+    slot.state, slot.glb, slot.fraction = "done", glb, 1.0
+    slot.seconds = sum((record.get("stage_seconds") or {}).values()) or None
+    run_json = Path(glb).parent / "run.json" if glb else None
+    slot.files = [f for f in (glb, files.get("ply"), str(run_json) if run_json and run_json.exists() else None) if f]
+
+
+class _Throttle:
+    def __init__(self, interval: float = PROGRESS_INTERVAL_S):
+        self.interval = interval
+        self.last = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+def gpu_duration(job: Job, store: Store | None = None) -> int:
+    return job.gpu_duration()
+
+
+run_job_on_gpu = hosting.gpu(duration=gpu_duration)(run_job)

@@ -1,0 +1,52 @@
+"""The look: one gradio theme, a little CSS and the header text. No external fonts are fetched."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+
+HEADER = """\
+# Trilemma3D
+Compare automatic 3D generation methods side by side. Give a **prompt**, an **image** or a **video**
+(or several views), pick up to four methods and press **Generate**: each method's model appears in its own
+viewer, and the metric panel fills in as each one finishes. Every run is recorded with its settings,
+seed and hardware, so any number here can be reproduced. The **Methods** tab says what each method
+is, what it costs, and why it cannot run here when it cannot.
+"""
+
+CSS = """
+.gradio-container { max-width: 1480px !important; margin: 0 auto; }
+#app-header h1 { margin-bottom: 0.2em; }
+#app-header p { color: var(--body-text-color-subdued); max-width: 980px; }
+.input-note p { font-size: var(--text-sm); color: var(--body-text-color-subdued); margin: 0; }
+.notice { background: #fef3c7; border: 1px solid #f59e0b; border-radius: var(--radius-md); padding: 4px 10px; }
+.notice p { color: #92400e; margin: 0; }
+.slot-status p { font-size: var(--text-sm); margin: 0.2em 0; min-height: 1.4em; }
+.method-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 14px; }
+.method-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
+  padding: 12px 16px; background: var(--block-background-fill); }
+.method-card.no { opacity: 0.85; border-style: dashed; }
+.method-card h3 { margin: 0 0 6px 0; font-size: var(--text-lg); }
+.method-card h3 code { font-size: var(--text-sm); font-weight: normal; }
+.method-card dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0 0 0;
+  font-size: var(--text-sm); }
+.method-card dt { color: var(--body-text-color-subdued); }
+.method-card dd { margin: 0; }
+.method-card .availability { font-size: var(--text-sm); }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-weight: 600; font-size: var(--text-xs); }
+.badge.ok { background: #dcfce7; color: #166534; }
+.badge.no { background: #fee2e2; color: #991b1b; }
+.method-card .reason { color: var(--body-text-color-subdued); }
+"""
+
+
+def theme() -> gr.themes.Base:
+    return gr.themes.Soft(
+        primary_hue="indigo",
+        secondary_hue="sky",
+        neutral_hue="slate",
+        font=SYSTEM_FONTS,
+        font_mono=MONO_FONTS,
+    )
