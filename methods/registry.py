@@ -108,7 +108,7 @@ def availability(method: Method | str, modality: str | None = None, settings=Non
     if m.needs_gpu:
         from methods import runtime
 
-        if not runtime.has_cuda():
+        if not runtime.gpu_present():
             return Availability(False, "needs a CUDA GPU and none was found")
     settings = settings or m.default_settings(modality or m.modalities[0])
     notes = []

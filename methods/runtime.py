@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import shutil
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +31,15 @@ def has_cuda() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def gpu_present() -> bool:
+    """A CUDA GPU is here, without importing torch when nothing has imported it yet (listing stays light)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    if "torch" in sys.modules:
+        return has_cuda()
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
 def device() -> str:

@@ -77,3 +77,26 @@ def test_list_cli_imports_no_torch():
     assert all({"id", "label", "modalities", "family", "representation", "available", "reason"} <= set(r) for r in rows)
     assert {r["id"] for r in rows} <= set(methods.ids())
     assert "shap-e" in {r["id"] for r in rows}
+
+
+class _NeedsGpu(Method):
+    id = "needs-gpu-registry-test"
+    label = "Needs a GPU"
+    modalities = ("text",)
+    family = "test"
+    representation = "mesh"
+    needs_gpu = True
+
+
+def test_gpu_methods_are_listed_without_importing_torch(monkeypatch):
+    code = (
+        "import sys; from methods.registry import register, listing;"
+        "from tests.test_registry import _NeedsGpu; register(_NeedsGpu);"
+        "row = next(r for r in listing() if r['id'] == _NeedsGpu.id);"
+        "assert 'torch' not in sys.modules, 'the GPU probe imported torch';"
+        "print(row['available'], row['reason'])"
+    )
+    env = {**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False needs a CUDA GPU and none was found"
