@@ -261,8 +261,9 @@ def test_ui_handler_streams_slots_and_panel(app_env, app_methods):
     assert any("sample" in slot(u, 0)[2] for u in updates), "progress reaches the slot's status line"
     sphere, points, refused, unused = (slot(last, i) for i in range(4))
     results = [slot(u, 0)[1] for u in updates]
-    assert results[0] == {"glb": None, "files": [], "label": "Test sphere"}, "a new run clears the viewer"
+    assert results[0] == {"glb": None, "files": [], "label": "Test sphere", "id": None}, "a new run clears the viewer"
     assert results[-1]["glb"].endswith("asset.glb") and results[-1]["files"][0] == results[-1]["glb"]
+    assert results[-1]["id"] and "app-test-sphere" in results[-1]["id"], "the rating row rates this run"
     viewer, files = _show_result(results[-1])
     assert viewer["value"] == results[-1]["glb"] and viewer["label"] == "Test sphere" and files["visible"] is True
     assert points[1]["files"][1].endswith("points.ply"), "point clouds also offer a .ply"

@@ -21,6 +21,7 @@ import gradio as gr
 from methods.base import MethodError
 from methods.registry import get, listing
 from ui import jobs
+from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
 from ui.panel import PANEL_HEADERS, table
@@ -181,7 +182,9 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
                 )
                 status = gr.Markdown("Ready: press **Generate**.", elem_classes=["slot-status"])
                 files = gr.File(label="Download", file_count="multiple", interactive=False, visible=False)
-            result = gr.State(None)
+                result = gr.State(None)
+                with gr.Accordion("Rate this result (1-5)", open=False, elem_classes=["slot-rating"]):
+                    likert_row(result)
             # A model streamed inside the generator's updates is sometimes dropped by the browser when updates
             # come in a burst; set once by a plain event, it always arrives.
             result.change(_show_result, result, [viewer, files], api_visibility="private", queue=False)
@@ -304,7 +307,12 @@ def _ui_outputs(job: jobs.Job, state: jobs.JobState) -> list[Any]:
         if slot is None:
             out += [gr.update(visible=False), gr.skip(), gr.skip()]
             continue
-        result = {"glb": slot.glb, "files": list(slot.files), "label": slot.label}
+        result = {
+            "glb": slot.glb,
+            "files": list(slot.files),
+            "label": slot.label,
+            "id": slot.run_id if slot.glb else None,
+        }
         out += [gr.update(visible=True), result, slot.status_markdown()]
     out.append(table(state.metrics))
     return out
