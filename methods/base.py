@@ -441,6 +441,9 @@ class Method:
     seconds_cpu: ClassVar[float] = 0.0
     vram_gb: ClassVar[float] = 0.0
     version: ClassVar[str] = "1"
+    # Slow methods (minutes to hours): the app shows a finished run with the same input, settings
+    # and seed instead of running again, and offers "run again" only where a GPU is present.
+    cache_results: ClassVar[bool] = False
     Settings: ClassVar[type[Settings]] = Settings
 
     def default_settings(self, modality: str) -> Settings:

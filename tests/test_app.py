@@ -249,7 +249,7 @@ def test_ui_handler_streams_slots_and_panel(app_env, app_methods):
             if form.method_id == SPHERE and name in ("steps", "delay"):
                 value = {"steps": 6, "delay": 0.1}[name]
             values.append(value)
-    updates = list(tab.handler("a red mug", chosen, 42, False, *values))
+    updates = list(tab.handler("a red mug", chosen, 42, False, False, *values))
     assert len(updates) >= 4, "the handler streams while methods run"
     n_slot_outputs = 3  # column, result, status
     first, last = updates[0], updates[-1]
@@ -284,7 +284,7 @@ def test_ui_handler_shows_bad_input_in_its_notice(app_env, app_methods):
         tab = build_modality_tab("text")
     values = [c.value for f in tab.forms for c in f.components]
     with pytest.warns(UserWarning, match="the prompt is empty"):
-        (update,) = list(tab.handler("", [SPHERE], 0, False, *values))
+        (update,) = list(tab.handler("", [SPHERE], 0, False, False, *values))
     assert update[0]["visible"] is True and "the prompt is empty" in update[0]["value"]
     assert all(u == gr.skip() for u in update[1:]), "nothing else changes"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 
+from methods import runtime
 from methods.base import MethodError
 from methods.registry import get, listing
 from ui import jobs
@@ -222,6 +223,10 @@ def build_modality_tab(modality: str) -> ModalityTab:
             with gr.Row(equal_height=True):
                 seed = gr.Slider(0, jobs.MAX_SEED, value=0, step=1, label="Seed", scale=3)
                 randomize = gr.Checkbox(value=True, label="Randomize seed", scale=1)
+            # Slow methods show a finished run with the same input, settings and seed; running them
+            # again is offered only where a GPU makes that bearable.
+            rerun = gr.Checkbox(value=False, label="Run slow methods again even when a cached result exists",
+                                visible=runtime.gpu_present())  # fmt: skip
             forms = [build_settings_form(get(value), modality, visible=value in ticked) for _, value in choices]
             run = gr.Button("Generate", variant="primary", size="lg")
             notice = gr.Markdown(visible=False, elem_classes=["notice"])
@@ -251,7 +256,7 @@ def build_modality_tab(modality: str) -> ModalityTab:
     gr.on(
         triggers=[*extra_triggers, run.click],
         fn=handler,
-        inputs=[input_component, methods_box, seed, randomize, *setting_components],
+        inputs=[input_component, methods_box, seed, randomize, rerun, *setting_components],
         outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel],
         api_visibility="private",
         show_progress="minimal",
@@ -279,7 +284,9 @@ def _selection_handler(forms: list[SettingsForm]):
 def _ui_handler(modality: str, forms: list[SettingsForm]):
     sizes = [len(f.components) for f in forms]
 
-    def generate(raw_input: Any, selected: list[str] | None, seed: float, randomize: bool, *setting_values: Any):
+    def generate(
+        raw_input: Any, selected: list[str] | None, seed: float, randomize: bool, rerun: bool, *setting_values: Any
+    ):
         selected = list(selected or [])
         settings, offset = {}, 0
         for form, size in zip(forms, sizes, strict=True):
@@ -287,7 +294,7 @@ def _ui_handler(modality: str, forms: list[SettingsForm]):
                 settings[form.method_id] = form.to_settings(setting_values[offset : offset + size])
             offset += size
         try:
-            job = jobs.plan_job(modality, raw_input, selected, seed, randomize, settings)
+            job = jobs.plan_job(modality, raw_input, selected, seed, randomize, settings, rerun=bool(rerun))
         except MethodError as exc:
             # A toast and a note, not gr.Error: an error would mark every output component as failed.
             gr.Warning(str(exc))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.protocol import MetricRow
+from eval.run_cache import can_run_again, find_cached_run, format_seconds
 from eval.runner import execute, prepare
 from eval.store import Store
 from methods.base import Inputs, InvalidInput, InvalidSettings, MethodError, Settings
@@ -47,6 +48,8 @@ class PlannedRun:
     settings: Settings | None = None
     error: str | None = None
     gpu_seconds: float = 0.0
+    expected: str = ""  # "about 4 min on this CPU", said before a run starts
+    cache_results: bool = False
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Job:
     inputs: Inputs
     seed: int
     runs: list[PlannedRun]
+    rerun: bool = False  # run slow methods again although a cached result exists (offered on a GPU only)
 
     @property
     def refusals(self) -> list[str]:
@@ -80,14 +84,18 @@ class SlotState:
     glb: str | None = None
     files: list[str] = field(default_factory=list)
     seconds: float | None = None
+    expected: str = ""
+    cached: str = ""  # set when a finished run is shown instead of running again
 
     def status_markdown(self) -> str:
         if self.state == "queued":
-            return "⏳ Waiting for its turn…"
+            return "⏳ Waiting for its turn…" + (f" (expected: {self.expected})" if self.expected else "")
         if self.state == "running":
             done = f" {self.fraction:.0%}" if self.fraction is not None else ""
             line = f"⚙️ **{self.stage or 'starting'}**{done}"
             return line + (f" — {self.message}" if self.message else "")
+        if self.state == "done" and self.cached:
+            return f"♻️ {self.cached}"
         if self.state == "done":
             took = f" in {_seconds(self.seconds)}" if self.seconds is not None else ""
             return f"✅ Done{took} · run `{self.run_id}`"
@@ -160,6 +168,7 @@ def plan_job(
     seed: Any = 0,
     randomize: bool = False,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
+    rerun: bool = False,
 ) -> Job:
     """Validate the request. Problems with the whole request raise a MethodError (InvalidInput or
     InvalidSettings); a problem with one method (unknown, unavailable, bad settings) refuses that run only."""
@@ -177,7 +186,7 @@ def plan_job(
     inputs = make_inputs(modality, raw_input)
     used_seed = resolve_seed(seed, randomize)
     runs = [_plan_run(mid, inputs, {"seed": used_seed, **settings.get(mid, {})}) for mid in ids]
-    return Job(modality=modality, inputs=inputs, seed=used_seed, runs=runs)
+    return Job(modality=modality, inputs=inputs, seed=used_seed, runs=runs, rerun=bool(rerun) and can_run_again())
 
 
 def _plan_run(method_id: str, inputs: Inputs, overrides: dict[str, Any]) -> PlannedRun:
@@ -188,9 +197,18 @@ def _plan_run(method_id: str, inputs: Inputs, overrides: dict[str, Any]) -> Plan
     try:
         method, resolved = prepare(method_id, inputs, overrides)
         seconds = float(method.estimate_seconds(resolved, gpu=True))
+        here = float(method.estimate_seconds(resolved, gpu=can_run_again()))
     except MethodError as exc:
         return PlannedRun(method_id, method.label, error=str(exc))
-    return PlannedRun(method_id, method.label, settings=resolved, gpu_seconds=seconds)
+    expected = f"about {format_seconds(here)} on this {'GPU' if can_run_again() else 'CPU'}"
+    return PlannedRun(
+        method_id,
+        method.label,
+        settings=resolved,
+        gpu_seconds=seconds,
+        expected=expected,
+        cache_results=method.cache_results,
+    )
 
 
 def run_job(job: Job, store: Store | None = None) -> Iterator[JobState]:
@@ -198,7 +216,13 @@ def run_job(job: Job, store: Store | None = None) -> Iterator[JobState]:
     store = store or Store()
     state = JobState(
         slots=[
-            SlotState(run.method_id, run.label, state="refused" if run.error else "queued", message=run.error or "")
+            SlotState(
+                run.method_id,
+                run.label,
+                state="refused" if run.error else "queued",
+                message=run.error or "",
+                expected=run.expected,
+            )
             for run in job.runs
         ]
     )
@@ -216,6 +240,8 @@ def run_job(job: Job, store: Store | None = None) -> Iterator[JobState]:
 
 def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store: Store) -> Iterator[JobState]:
     """Drive one method, yielding on progress; its metric rows reach the panel together when it is done."""
+    if run.cache_results and not job.rerun and _show_cached(job, run, slot, state, store):
+        return
     rows: list[MetricRow] = []
     throttle = _Throttle()
     try:
@@ -240,6 +266,20 @@ def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store:
         return
     state.metrics.extend((slot.label, row) for row in rows)
     state.metric_records.extend(metric_json(run.method_id, slot.run_id or "", row) for row in rows)
+
+
+def _show_cached(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store: Store) -> bool:
+    """Show a finished run with the same method, input, settings and seed instead of running again."""
+    cached = find_cached_run(store, run.method_id, job.inputs.hash(), run.settings, modality=job.modality)
+    if cached is None:
+        return False
+    slot.run_id, slot.cached = cached.run_id, cached.describe()
+    _finish(slot, {"glb": cached.asset_path}, {"stage_seconds": cached.stage_seconds})
+    for m in store.metrics(cached.run_id):
+        row = MetricRow(m["name"], m["value"], m["unit"], m["higher_is_better"], m["group"], m["settings"])
+        state.metrics.append((slot.label, row))
+        state.metric_records.append(metric_json(run.method_id, cached.run_id, row))
+    return True
 
 
 def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]) -> None:
