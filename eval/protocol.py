@@ -302,12 +302,12 @@ def _heldout_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
         acc.update(p, g)
     values = acc.compute()
     settings = {"frames": len(pred), "split": asset.views.get("split", "test"), "region": "full frame"}
-    yield MetricRow("heldout_psnr", values["psnr"], "dB", True, "image", settings)
-    yield MetricRow("heldout_ssim", values["ssim"], "", True, "image", settings)
+    yield MetricRow("psnr", values["psnr"], "dB", True, "image", settings)
+    yield MetricRow("ssim", values["ssim"], "", True, "image", settings)
     if "lpips" in values:
-        yield MetricRow("heldout_lpips", values["lpips"], "", False, "image", settings | _lpips_settings(opts))
+        yield MetricRow("lpips", values["lpips"], "", False, "image", settings | _lpips_settings(opts))
     else:
-        yield _skipped("heldout_lpips", "image", lpips_note)
+        yield _skipped("lpips", "image", lpips_note)
 
 
 def _lpips_model(opts: ProtocolOptions) -> tuple[Any, str]:

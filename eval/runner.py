@@ -145,6 +145,8 @@ def execute(
             notes=asset.notes,
         )
         record.update(status="done", error=None, asset_path=files["glb"], files=files, notes=asset.notes)
+        # what a method reports beside its asset (split, training curve, SfM summary), arrays left out
+        record["views"] = {k: v for k, v in asset.views.items() if isinstance(v, (str, int, float, bool, list, dict))}
     except GeneratorExit:
         _fail(store, run_id, record, stages, "cancelled", "cancelled by the user", out_dir, metric_rows)
         raise

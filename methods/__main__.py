@@ -53,13 +53,7 @@ def _inputs(args: argparse.Namespace):
     path = Path(args.video)
     if not path.exists():
         raise InvalidInput(f"no such file or folder: {path}")
-    if path.is_dir():
-        from methods.base import IMAGE_SUFFIXES
-
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InvalidInput(f"{path} holds no images")
-        return Inputs(modality="video", frames=[load_image(str(p)) for p in files], name=path.name).validated()
+    # a video file, a folder or .zip of images, or a transforms.json scene: the method reads it
     return Inputs(modality="video", video_path=str(path), name=path.name).validated()
 
 

@@ -12,6 +12,7 @@ import io
 import typing
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -236,9 +237,7 @@ class Inputs:
         if self.intrinsics is not None:
             h.update(b"K:" + np.ascontiguousarray(self.intrinsics, dtype=np.float64).tobytes())
         if self.video_path and not self.frames:
-            with open(self.video_path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            _hash_path(h, Path(self.video_path))
         return h.hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
@@ -253,6 +252,19 @@ class Inputs:
         if self.video_path:
             out["video"] = self.name or self.video_path
         return out
+
+
+def _hash_path(h: Any, path: Path) -> None:
+    """Content of a video file, a zip, or a folder (a transforms.json stands for its whole folder)."""
+    if path.is_file() and path.suffix.lower() == ".json":
+        path = path.parent
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            h.update(b"file:" + file.relative_to(path).as_posix().encode())
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
 
 
 def _name_of(image: Any) -> str:

@@ -123,8 +123,8 @@ def test_point_clouds_and_held_out_views():
     asset = Asset(points=PointCloud(pts), views={"heldout_pred": frames, "heldout_gt": frames, "split": "test"})
     rows = rows_by_name(list(score(asset, Inputs(modality="video", frames=[]), FAST)))
     assert rows["points"].value == 3000 and rows["nn_spacing_mean"].value > 0 and rows["outlier_fraction"].value < 0.05
-    assert rows["heldout_psnr"].value == float("inf") and rows["heldout_ssim"].value == pytest.approx(1.0)
-    assert rows["heldout_psnr"].settings["frames"] == 2 and "heldout_lpips_skipped" in rows
+    assert rows["psnr"].value == float("inf") and rows["ssim"].value == pytest.approx(1.0)
+    assert rows["psnr"].settings["frames"] == 2 and "lpips_skipped" in rows
 
 
 def test_bad_options_and_failing_metrics_do_not_stop_the_run(monkeypatch):

@@ -1,0 +1,231 @@
+"""Camera poses from images by structure from motion (COLMAP through pycolmap).
+
+SIFT features, exhaustive or sequential matching, incremental mapping; the largest model is
+converted to the project's convention (OpenGL camera-to-world, intrinsics in pixels, OpenCV
+distortion). Diagnostics a person can act on: how many frames registered, the mean reprojection
+error, and a clear message when registration fails.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from methods.base import InvalidInput, MethodUnavailable
+from methods.nerf import MATCHERS
+from methods.nerf.cameras import Cameras, opencv_to_opengl
+from methods.nerf.io import MIN_SFM_FRAMES
+
+MIN_REGISTERED_FRACTION = 0.3
+
+
+@dataclass
+class SfmResult:
+    cameras: Cameras  # of the registered frames, in input order
+    registered: np.ndarray  # indices into the input frames
+    points: np.ndarray  # (P, 3) triangulated points (world frame of the reconstruction)
+    reprojection_error: float  # pixels, mean over all observations
+    diagnostics: dict = field(default_factory=dict)
+
+    def summary(self, total: int) -> str:
+        d = self.diagnostics
+        return (
+            f"{len(self.registered)} of {total} frames registered, {len(self.points)} points, "
+            f"mean reprojection error {self.reprojection_error:.2f} px ({d.get('matcher', '?')} matching)"
+        )
+
+
+def _distortion(camera) -> tuple[np.ndarray, np.ndarray, str]:
+    """K, distortion (6,) and our model name for a COLMAP camera."""
+    name = camera.model_name if hasattr(camera, "model_name") else str(camera.model).split(".")[-1]
+    p = np.asarray(camera.params, dtype=np.float64)
+    K = np.asarray(camera.calibration_matrix(), dtype=np.float64)
+    d = np.zeros(6)
+    if name == "SIMPLE_RADIAL":
+        d[0] = p[3]
+    elif name == "RADIAL":
+        d[0], d[1] = p[3], p[4]
+    elif name == "OPENCV":
+        d[:4] = p[4:8]
+    elif name in ("OPENCV_FISHEYE",):
+        d[:4] = p[4:8]
+        return K, d, "fisheye"
+    elif name not in ("PINHOLE", "SIMPLE_PINHOLE"):
+        raise InvalidInput(f"structure from motion returned an unsupported camera model {name}")
+    return K, d, "opencv"
+
+
+def _run_colmap(workdir: Path, names: list[str], matcher: str, max_size: int, threads: int, seed: int, token):
+    import pycolmap
+
+    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)  # errors only: we report progress
+    database = workdir / "database.db"
+    image_dir = workdir / "images"
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = max_size
+    extraction.num_threads = threads
+    extraction.use_gpu = False
+    extraction.sift.max_num_features = 4096
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = "SIMPLE_RADIAL"
+    pycolmap.extract_features(
+        database,
+        image_dir,
+        image_names=names,
+        camera_mode=pycolmap.CameraMode.SINGLE,
+        reader_options=reader,
+        extraction_options=extraction,
+        device=pycolmap.Device.cpu,
+        cancellation_token=token,
+    )
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = threads
+    matching.use_gpu = False
+    if matcher == "sequential":
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = 10
+        pairing.quadratic_overlap = True
+        pycolmap.match_sequential(
+            database,
+            matching_options=matching,
+            pairing_options=pairing,
+            device=pycolmap.Device.cpu,
+            cancellation_token=token,
+        )
+    else:
+        pycolmap.match_exhaustive(
+            database, matching_options=matching, device=pycolmap.Device.cpu, cancellation_token=token
+        )
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = threads
+    options.min_model_size = 3
+    options.random_seed = seed
+    options.multiple_models = True
+    out = workdir / "sparse"
+    out.mkdir(exist_ok=True)
+    return pycolmap.incremental_mapping(database, image_dir, out, options, cancellation_token=token)
+
+
+def estimate_poses(
+    images: np.ndarray,
+    names: list[str],
+    *,
+    matcher: str = "auto",
+    sequential_input: bool = False,
+    max_size: int = 1024,
+    threads: int = 2,
+    seed: int = 0,
+    poll_seconds: float = 1.0,
+) -> Generator[str, None, SfmResult]:
+    """Pose ``images`` (N, H, W, 3|4) uint8; yields status lines while COLMAP works, returns an SfmResult.
+
+    ``matcher="auto"``: sequential matching for video frames (``sequential_input``) with more than
+    30 frames, exhaustive otherwise. Raises InvalidInput when too few frames register.
+    """
+    try:
+        import pycolmap  # noqa: F401
+    except ImportError:
+        raise MethodUnavailable("images without poses need pycolmap (pip install pycolmap)") from None
+    if matcher not in MATCHERS:
+        raise InvalidInput(f"matcher must be one of {', '.join(MATCHERS)}")
+    n = len(images)
+    if n < MIN_SFM_FRAMES:
+        raise InvalidInput(
+            f"{n} image(s) were given without camera poses; structure from motion needs at least "
+            f"{MIN_SFM_FRAMES} overlapping views (20-100 is typical)"
+        )
+    if matcher == "auto":
+        matcher = "sequential" if sequential_input and n > 30 else "exhaustive"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="trilemma-sfm-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "images").mkdir()
+        files = [f"{i:05d}.png" for i in range(n)]
+        for f, img in zip(files, images, strict=True):
+            Image.fromarray(np.ascontiguousarray(img[..., :3])).save(workdir / "images" / f, compress_level=1)
+        import pycolmap
+
+        token = pycolmap.CancellationToken()
+        result: dict = {}
+
+        def work() -> None:
+            try:
+                result["models"] = _run_colmap(workdir, files, matcher, max_size, threads, seed, token)
+            except BaseException as exc:  # handed to the generator's thread
+                result["error"] = exc
+
+        worker = threading.Thread(target=work, name="colmap", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(poll_seconds)
+                if worker.is_alive():
+                    yield f"structure from motion ({matcher} matching): {time.perf_counter() - started:.0f} s"
+        finally:  # cancelled: ask COLMAP to stop, wait so the temporary folder can go
+            if worker.is_alive():
+                token.cancel()
+                worker.join()
+        if "error" in result:
+            raise InvalidInput(f"structure from motion failed: {result['error']}") from result["error"]
+        models = result.get("models") or {}
+        return _convert(models, files, n, matcher, time.perf_counter() - started)
+
+
+def _convert(models: dict, files: list[str], n: int, matcher: str, seconds: float) -> SfmResult:
+    if not models:
+        raise InvalidInput(
+            f"structure from motion could not register the {n} frames: no pair of views had enough matching "
+            "features. Use a video that moves slowly around a textured object, with good light and no motion blur"
+        )
+    rec = max(models.values(), key=lambda r: r.num_reg_images())
+    registered = rec.num_reg_images()
+    needed = max(MIN_SFM_FRAMES, int(np.ceil(MIN_REGISTERED_FRACTION * n)))
+    if registered < needed:
+        raise InvalidInput(
+            f"structure from motion registered only {registered} of {n} frames (at least {needed} are needed): "
+            "the views overlap too little. Film more slowly, with more overlap between neighbouring frames"
+        )
+    index_of = {name: i for i, name in enumerate(files)}
+    entries = sorted(((index_of[img.name], img) for img in rec.images.values() if img.has_pose), key=lambda e: e[0])
+    c2w, Ks, dists, models_seen = [], [], [], set()
+    for _, img in entries:
+        pose = img.cam_from_world() if callable(img.cam_from_world) else img.cam_from_world
+        w2c = np.eye(4)
+        w2c[:3, :4] = np.asarray(pose.matrix(), dtype=np.float64)
+        c2w.append(opencv_to_opengl(np.linalg.inv(w2c)))
+        K, d, model = _distortion(img.camera)
+        Ks.append(K)
+        dists.append(d)
+        models_seen.add(model)
+    camera = entries[0][1].camera
+    cams = Cameras(
+        np.stack(c2w), np.stack(Ks), int(camera.width), int(camera.height), models_seen.pop(), np.stack(dists)
+    )
+    points = np.array(
+        [p.xyz for p in rec.points3D.values() if p.error < 4.0 and p.track.length() >= 2], dtype=np.float64
+    )
+    error = float(rec.compute_mean_reprojection_error())
+    diagnostics = {
+        "registered": registered,
+        "frames": n,
+        "points": int(rec.num_points3D()),
+        "reprojection_error_px": round(error, 3),
+        "models": len(models),
+        "matcher": matcher,
+        "seconds": round(seconds, 2),
+        "unregistered": [i for i in range(n) if i not in {e[0] for e in entries}],
+    }
+    return SfmResult(
+        cameras=cams,
+        registered=np.array([e[0] for e in entries]),
+        points=points.reshape(-1, 3),
+        reprojection_error=error,
+        diagnostics=diagnostics,
+    )
