@@ -15,7 +15,7 @@ from pathlib import Path
 from methods.base import Method, MethodUnavailable, UnknownMethod
 
 # Modules that define the built-in methods, imported on first listing.
-BUILTIN_MODULES: tuple[str, ...] = ("methods.shap_e", "methods.point_e")
+BUILTIN_MODULES: tuple[str, ...] = ("methods.shap_e", "methods.point_e", "methods.text_opt", "methods.video_nerf")
 
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
