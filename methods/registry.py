@@ -15,7 +15,13 @@ from pathlib import Path
 from methods.base import Method, MethodUnavailable, UnknownMethod
 
 # Modules that define the built-in methods, imported on first listing.
-BUILTIN_MODULES: tuple[str, ...] = ("methods.shap_e", "methods.point_e", "methods.text_opt", "methods.video_nerf")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "methods.shap_e",
+    "methods.point_e",
+    "methods.text_opt",
+    "methods.video_nerf",
+    "methods.families",
+)
 
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
