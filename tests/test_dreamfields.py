@@ -12,8 +12,8 @@ import methods
 import methods.text_opt  # registers dreamfusion and dreamfields
 from methods import CheckpointError, Inputs
 from methods.text_opt import CLIP_CHECKPOINT, DreamFields
-
-FAST = {"steps": 3, "resolution": 16, "grid_resolution": 16, "mesh_resolution": 32, "budget_seconds": 60}
+from tests.generators import drive
+from tests.tiny_sd import FAST
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,15 +28,6 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_sd import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "clip")
-
-
-def drive(gen) -> tuple[list[methods.Progress], methods.Asset]:
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 def test_spec_declares_the_clip_it_optimises_against() -> None:

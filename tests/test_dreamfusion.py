@@ -14,10 +14,10 @@ import methods
 import methods.text_opt  # registers dreamfusion and dreamfields
 from methods import CheckpointError, Inputs
 from methods.text_opt import CPU_BUDGET_SECONDS, SD_CHECKPOINT, DreamFusion
+from tests.generators import drive
+from tests.tiny_sd import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
-# 16 px renders on a 16^3 grid, a 32^3 mesh: a step takes milliseconds with the tiny UNet.
-FAST = {"steps": 3, "resolution": 16, "grid_resolution": 16, "mesh_resolution": 32, "budget_seconds": 60}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,15 +32,6 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_sd import build_stable_diffusion
 
     return build_stable_diffusion(tmp_path_factory.mktemp("tiny-sd") / "sd")
-
-
-def drive(gen) -> tuple[list[methods.Progress], methods.Asset]:
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 def tiny_loop(**changes):

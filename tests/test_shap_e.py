@@ -14,6 +14,7 @@ from PIL import Image
 import methods
 from methods import CheckpointError, Inputs, InvalidInput, InvalidSettings, MethodError, MethodUnavailable, runtime
 from methods.shap_e import ShapE, prepare_image
+from tests.generators import drive
 
 ROOT = Path(__file__).resolve().parents[1]
 CACTUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "threestudio" / "cactus_rgba.png"
@@ -25,15 +26,6 @@ def _one_torch_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def drive(gen) -> tuple[list[methods.Progress], methods.Asset]:
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 def run_text(checkpoint: Path, prompt: str = "a red chair", **settings) -> tuple[list, methods.Asset]:
