@@ -104,12 +104,20 @@ def test_training_cli_writes_weights_and_record_and_resumes(tmp_path: Path):
     first = subprocess.run([*args, "--steps", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     second = subprocess.run(
-        [*args, "--steps", "3", "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [*args, "--steps", "3", "--resume", "--lr", "5e-4"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert second.returncode == 0, second.stderr[-2000:]
     assert "resumed ddpm at step 2" in second.stderr and "train ddpm" in second.stderr  # the progress bar
     record = json.loads((tmp_path / "w" / "ddpm.json").read_text())
     assert record["training"]["steps"] == 3 and record["training"]["resumed"] and len(record["history"]) == 3
+    segments = record["training"]["segments"]  # each run's steps and learning rate (--lr anneals on resume)
+    assert [(g["from_step"], g["to_step"], g["lr"]) for g in segments] == [(0, 2, 2e-3), (2, 3, 5e-4)]
+    assert record["training"]["lr"] == 5e-4
     assert record["parameters"]["sampling"] > 0 and record["weights_bytes"] > 0
     loaded = models.load(tmp_path / "w" / "ddpm.safetensors")
     assert loaded.family == "ddpm" and loaded.config.channels == (4, 8, 8)
@@ -300,6 +308,59 @@ def test_the_protocol_scores_a_family_run_against_its_caption_reference(tmp_path
     )
     rows = {m["name"]: m["value"] for m in done.record["metrics"]}
     assert 0 < rows["chamfer_l1"] < 0.2 and rows["f_score@0.05"] > 0
+
+
+@needs_weights
+def test_a_caption_study_scores_each_run_against_its_own_captions_reference(tmp_path: Path, monkeypatch):
+    """`captions:` in a study file: each caption gets its reference mesh, written once, and every run its
+    Chamfer / F-score / IoU rows against it; the VAE's cube is nearer its own reference than the sphere's."""
+    from eval.protocol import score
+    from eval.store import Store
+    from eval.study import load_study, run_study
+    from methods.export import load_asset
+
+    monkeypatch.setenv("TRILEMMA_OUTPUTS", str(tmp_path / "outputs"))
+    path = tmp_path / "shapes.yaml"
+    path.write_text(
+        f"name: shapes\noutput: {tmp_path / 'out'}\nstore: {tmp_path / 's.db'}\nseeds: 1\ninputs:\n"
+        "  - captions: [a red cube, a blue sphere]\n  - captions: heldout\n    limit: 1\n"
+        "methods: [vae, gan]\nprotocol:\n  views: 2\n  resolution: 64\n  options: {samples: 5000}\n"
+    )
+    study = load_study(path)
+    refs = {item.prompt: item.reference_mesh for item in study.items()}
+    assert len(study.cells) == 6 and len(refs) == 3
+    assert all(Path(r).is_file() and Path(r).is_relative_to(tmp_path / "outputs") for r in refs.values())
+    mtime = Path(refs["a red cube"]).stat().st_mtime_ns
+    assert {i.prompt: i.reference_mesh for i in load_study(path).items()} == refs
+    assert Path(refs["a red cube"]).stat().st_mtime_ns == mtime  # written once, reused
+
+    summary = run_study(study, progress=False)
+    assert summary.done == 6, summary
+    store = Store(study.store)
+    runs = {
+        (r["method"], json.loads(r["inputs"])["prompt"]): r
+        for r in store.read("SELECT * FROM runs WHERE study = 'shapes'")
+    }
+    for (method, prompt), run in runs.items():
+        got = {
+            m["name"]: m for m in store.read("SELECT name, value, settings FROM metrics WHERE run_id = ?", (run["id"],))
+        }
+        assert {"chamfer_l1", "f_score@0.01", "volume_iou"} <= set(got), (method, prompt, sorted(got))
+        assert Path(refs[prompt]).name in got["chamfer_l1"]["settings"]
+    cube = runs["vae", "a red cube"]
+    own = float(
+        next(iter(store.read("SELECT value FROM metrics WHERE run_id = ? AND name = 'chamfer_l1'", (cube["id"],))))[
+            "value"
+        ]
+    )
+    asset = load_asset(cube["asset_path"])
+    rows = score(
+        asset,
+        Inputs.text("a red cube"),
+        {"reference_mesh": refs["a blue sphere"], "samples": 5000, "clip_models": [], "views": 2, "resolution": 64},
+    )
+    other = next(r.value for r in rows if r.name == "chamfer_l1")
+    assert own < other, (own, other)
 
 
 def test_listing_the_families_imports_no_torch():

@@ -353,6 +353,16 @@ BAD_STUDIES = {
         "subdivisions=9 is above its maximum 4",
     ),
     "duplicated seed": ("seeds: [1, 2, 1]\nmethods:\n  - id: test-sphere\n", 6, "seed 1 is listed twice"),
+    "caption outside the shape set": (
+        "inputs:\n  - captions: [a red cube, a flying car]\nmethods:\n  - id: test-sphere\n",
+        5,
+        "'a flying car' is not a caption of the procedural shape set",
+    ),
+    "unknown caption split": (
+        "inputs:\n  - captions: everything\nmethods:\n  - id: test-sphere\n",
+        5,
+        "captions is one of heldout, heldout-all, train",
+    ),
 }
 
 

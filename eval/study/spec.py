@@ -33,7 +33,10 @@ from methods.base import IMAGE_SUFFIXES, Inputs, InvalidInput, InvalidSettings, 
 MAX_SEED = 2**31 - 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 TOP_KEYS = ("name", "description", "output", "store", "seeds", "budget_s", "inputs", "methods", "protocol", "report")
-INPUT_KINDS = {"prompts": "text", "images": "image", "scene": "video"}
+INPUT_KINDS = {"prompts": "text", "captions": "text", "images": "image", "scene": "video"}
+# `captions:` names a split of the families' procedural shape set (methods/families/data.py); each
+# caption's reference mesh (draw 0) is written under <outputs>/references/captions/ and scored against.
+CAPTION_SPLITS = ("heldout", "heldout-all", "train")
 INPUT_KEYS = ("name", "limit", "key", "reference_mesh", "split", "frames")
 METHOD_KEYS = ("id", "label", "settings", "sweep", "budget_s")
 PROTOCOL_KEYS = ("clip_models", "views", "resolution", "captions", "quality", "options")
@@ -407,14 +410,15 @@ class _Validator:
                 entry = _Map(prompts=entry)
                 entry.line, entry.key_lines = line, {"prompts": line}
             if not isinstance(entry, _Map):
-                self.fail(line, "an input is a mapping with one of: prompts, images, scene")
+                self.fail(line, "an input is a mapping with one of: prompts, captions, images, scene")
                 continue
             kinds = [k for k in INPUT_KINDS if k in entry]
             if len(kinds) != 1:
-                self.fail(line, "an input needs exactly one of `prompts:`, `images:` or `scene:`")
+                self.fail(line, "an input needs exactly one of `prompts:`, `captions:`, `images:` or `scene:`")
                 continue
             self.keys(entry, (*INPUT_KINDS, *INPUT_KEYS), "an input")
-            made = {"prompts": self.prompt_set, "images": self.image_set, "scene": self.scene}[kinds[0]](entry)
+            parse = {"prompts": self.prompt_set, "captions": self.caption_set, "images": self.image_set}
+            made = {**parse, "scene": self.scene}[kinds[0]](entry)
             if made is None:
                 continue
             if "name" in entry:
@@ -488,6 +492,55 @@ class _Validator:
                 )
             )
         return InputSet(default_name, "text", source, prov, line, items) if items else None
+
+    def caption_set(self, entry: _Map) -> InputSet | None:
+        """Captions of the procedural shape set, each with its reference mesh (quality against the caption)."""
+        from eval import trilemma
+        from methods.families import data
+        from methods.families import text as text_words
+
+        value, line = entry["captions"], entry.key_lines["captions"]
+        known = set(data.all_captions())
+        if isinstance(value, _Seq):
+            captions = []
+            for text, item_line in zip(value, value.item_lines, strict=True):
+                if not isinstance(text, str) or text.strip().lower() not in known:
+                    self.fail(
+                        item_line,
+                        f"{text!r} is not a caption of the procedural shape set: 'a [size] colour category' "
+                        f"(e.g. 'a red cube', 'a tall blue lamp'; sizes {', '.join(text_words.SIZES)}; "
+                        f"categories {', '.join(text_words.CATEGORIES)})",
+                    )
+                else:
+                    captions.append((text.strip().lower(), f"line {item_line}", item_line))
+            split, default_name = "inline", "captions"
+        elif value in CAPTION_SPLITS:
+            train, held = data.split_captions()
+            chosen = {"heldout": trilemma.heldout_captions("plain"), "heldout-all": held, "train": train}[value]
+            captions = [(c, f"{value} #{i}", line) for i, c in enumerate(chosen, start=1)]
+            split, default_name = value, f"shapes-{value}"
+        else:
+            self.fail(line, f"captions is one of {', '.join(CAPTION_SPLITS)} or a list of captions, got {value!r}")
+            return None
+        items = []
+        for text, where, item_line in self.limited(entry, captions):
+            ref = trilemma.reference_mesh_file(text, outputs_dir() / "references" / "captions")
+            inputs = Inputs.text(text)
+            items.append(
+                InputItem(
+                    "",
+                    "",
+                    "text",
+                    text,
+                    prompt=text,
+                    reference_mesh=str(ref),
+                    line=item_line,
+                    where=where,
+                    inputs_hash=inputs.hash(),
+                )
+            )
+        prov = f"the procedural shape set of methods/families/data.py ({split}); references: draw 0 of each caption"
+        return InputSet(default_name, "text", f"shapes:{split}", prov, line, items) if items else None
 
     def image_set(self, entry: _Map) -> InputSet | None:
         value, line = entry["images"], entry.key_lines["images"]

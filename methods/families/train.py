@@ -258,6 +258,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     trainer = Trainer(family, cfg, hp, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     history: list[dict[str, float]] = []
+    segments: list[dict[str, Any]] = []  # one per run of this CLI: steps, minutes and lr of each
     elapsed = 0.0
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
@@ -266,6 +267,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         trainer.load_state_dict(state["trainer"])
         rng.bit_generator.state = state["rng"]
         history, elapsed = state["history"], state["elapsed"]
+        segments = state.get("segments") or [  # checkpoints written before segments were kept
+            {
+                "from_step": 0,
+                "to_step": trainer.step_count,
+                "lr": trainer.opt.param_groups[0]["lr"],
+                "minutes": round(elapsed / 60, 2),
+            }
+        ]
+        if args.lr is not None:  # an explicit --lr overrides the optimiser's saved one (e.g. to anneal)
+            for group in trainer.opt.param_groups:
+                group["lr"] = args.lr
         print(f"resumed {family} at step {trainer.step_count} ({elapsed / 60:.1f} min trained)", file=sys.stderr)
 
     t0 = time.perf_counter()
@@ -279,12 +291,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     fixed_x, fixed_c = make_batch(grids, tokens, 32, np.random.default_rng(999), word_dropout=0.0)
 
     def save_checkpoint() -> None:
+        segment.update(to_step=trainer.step_count, minutes=round((elapsed - elapsed_at_start) / 60, 2))
         state = {
             "family": family,
             "config": cfg.to_dict(),
             "trainer": trainer.state_dict(),
             "rng": rng.bit_generator.state,
             "history": history,
+            "segments": segments,
             "elapsed": elapsed,
         }
         torch.save(state, ckpt_path.with_suffix(".tmp"))
@@ -292,6 +306,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     budget = args.minutes * 60.0 if args.minutes else float("inf")
     start_step = trainer.step_count
+    hp["lr"] = trainer.opt.param_groups[0]["lr"]  # the rate this run trains at (segments: every run's)
+    segment = {"from_step": start_step, "to_step": start_step, "lr": trainer.opt.param_groups[0]["lr"], "minutes": 0.0}
+    segments.append(segment)
+    elapsed_at_start = elapsed
     run_start = time.perf_counter()
     last_save = run_start
     window: list[dict[str, float]] = []
@@ -336,6 +354,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "train_seconds": round(elapsed, 1),
             "data_seconds": round(data_seconds, 1),
             "resumed": bool(args.resume and start_step > 0),
+            "segments": segments,
         },
         "data": {
             "train_captions": len(set(captions)),
