@@ -169,6 +169,30 @@ def test_samplers_shapes_range_and_determinism(tiny_models, family, kw):
     assert steps and steps[-1][0] + 1 == steps[-1][1]
 
 
+@pytest.mark.parametrize(
+    ("family", "kw"), [("ddpm", {"sampler": "ddim", "steps": 3}), ("sde", {"sampler": "pc", "steps": 3})]
+)
+def test_the_models_standardisation_and_noise_reach_its_sampler(tiny_models, family, kw):
+    """A diffusion model samples with the statistics and the noise it was trained with (kept in its hparams)."""
+    tiny = tiny_models[family]
+    norm = diffusion.Standardizer([-0.8, 0.1, -0.1, -0.1], [0.55, 0.7, 0.55, 0.65])
+    model = models.FamilyModel(family, tiny.net, TINY, {**tiny.hparams, "norm": norm.to_dict()})
+    counts = multi_hot([text.tokenize("a red cube").ids])
+    got = models.sample_grids(model, [text.tokenize("a red cube").ids], _settings(seed=3, **kw))
+
+    def direct(**extra) -> np.ndarray:
+        g = torch.Generator().manual_seed(3)
+        common = {"guidance": 2.0, "generator": g, **kw, **extra}
+        if family == "ddpm":
+            gen = diffusion.iter_sample(model.net, model.schedule(), counts, eta=0.0, **common)
+        else:
+            gen = sde.iter_sample(model.net, model.vpsde(), counts, snr=0.16, **common)
+        return diffusion.run_sampler(gen).numpy()
+
+    np.testing.assert_array_equal(got, direct(norm=model.standardizer(), noise=model.noise()))
+    assert not np.allclose(got, direct())  # the identity scaling and white noise give another grid
+
+
 def test_ddim_with_eta_zero_is_deterministic_given_the_start_noise(tiny_models):
     model = tiny_models["ddpm"]
     counts = multi_hot([text.tokenize("a red cube").ids])

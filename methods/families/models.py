@@ -159,6 +159,8 @@ def iter_sample(
             guidance=float(settings.guidance),
             snr=float(getattr(settings, "snr", 0.16)),
             generator=generator,
+            norm=model.standardizer(),
+            noise=model.noise(),
         )
     )
 
