@@ -214,6 +214,17 @@ def test_structured_noise_has_unit_variance_and_a_shared_offset():
     assert torch.equal(white, torch.randn((2, 4, 8, 8, 8), generator=torch.Generator().manual_seed(0)))
 
 
+def test_loss_weights_cap_the_clean_end_and_floor_the_noisy_end_in_x0_terms():
+    snr = torch.tensor([100.0, 5.0, 1.0, 0.05, 0.01, 1e-4])
+    assert torch.equal(diffusion.min_snr_weight(snr, None), torch.ones(6))
+    plain = diffusion.min_snr_weight(snr, 5.0)  # min-SNR-5: eps weight min(SNR, 5) / SNR
+    torch.testing.assert_close(plain, torch.tensor([0.05, 1.0, 1.0, 1.0, 1.0, 1.0]))
+    floored = diffusion.min_snr_weight(snr, 5.0, x0_floor=0.05, cap=4.0)
+    torch.testing.assert_close(floored, torch.tensor([0.05, 1.0, 1.0, 1.0, 4.0, 4.0]))
+    x0_weight = floored * snr  # what an x0 error costs: never below the floor until the cap
+    assert float(x0_weight[3]) == pytest.approx(0.05) and float(x0_weight[4]) == pytest.approx(0.04)
+
+
 def test_vp_sde_marginals_match_the_ddpm_schedule():
     schedule, vp = diffusion.NoiseSchedule(), sde.VPSDE()
     for i in (0, 250, 999):

@@ -46,9 +46,11 @@ def sde_loss(
     min_snr_gamma: float | None = None,
     norm: Standardizer | None = None,
     noise: StructuredNoise | None = None,
+    x0_floor: float | None = None,
+    weight_cap: float | None = None,
 ):
     """Denoising score matching with lambda(t) = sigma(t)^2 (the eps-MSE) at continuous t ~ U(eps, 1),
-    times the same min-SNR-gamma weight as the DDPM when ``min_snr_gamma`` is given."""
+    times the same weight as the DDPM (diffusion.min_snr_weight) when ``min_snr_gamma`` / ``x0_floor`` are given."""
     x0 = (norm or Standardizer()).encode(grid01)
     b = x0.shape[0]
     t = torch.rand((b,), generator=generator, device=x0.device) * (1.0 - sde.eps) + sde.eps
@@ -57,7 +59,7 @@ def sde_loss(
     xt = alpha.view(b, 1, 1, 1, 1) * x0 + sigma.view(b, 1, 1, 1, 1) * z
     pred = net(xt, t * 999.0, net.condition(counts))
     per_sample = ((pred - z) ** 2).flatten(1).mean(1)
-    return (min_snr_weight(alpha**2 / sigma**2, min_snr_gamma) * per_sample).mean()
+    return (min_snr_weight(alpha**2 / sigma**2, min_snr_gamma, x0_floor, weight_cap) * per_sample).mean()
 
 
 def _score(net, sde: VPSDE, x, t: float, cond, null, guidance: float) -> torch.Tensor:

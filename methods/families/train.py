@@ -96,11 +96,12 @@ class Trainer:
     def _loss(self, x: torch.Tensor, counts: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict]:
         if self.family == "vae":
             return vae.vae_loss(self.net, x, counts, g, self.hp.get("beta", 1.0))
+        weights = {"x0_floor": self.hp.get("x0_floor"), "weight_cap": self.hp.get("weight_cap")}
         gamma = self.hp.get("min_snr_gamma")
         if self.family == "ddpm":
-            loss = diffusion.ddpm_loss(self.net, self.schedule, x, counts, g, gamma, self.norm, self.noise)
+            loss = diffusion.ddpm_loss(self.net, self.schedule, x, counts, g, gamma, self.norm, self.noise, **weights)
         else:
-            loss = sde.sde_loss(self.net, self.sde, x, counts, g, gamma, self.norm, self.noise)
+            loss = sde.sde_loss(self.net, self.sde, x, counts, g, gamma, self.norm, self.noise, **weights)
         return loss, {}
 
     def step(self, x: torch.Tensor, counts: torch.Tensor) -> dict[str, float]:
@@ -131,7 +132,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt.step()
-        return {"loss": float(d_loss), "d": float(d_loss), "g": float(g_loss)}
+        d, g = float(d_loss.detach()), float(g_loss.detach())
+        return {"loss": d, "d": d, "g": g}
 
     @torch.no_grad()
     def fixed_loss(self, x: torch.Tensor, counts: torch.Tensor, seed: int = 1234) -> float:
@@ -250,6 +252,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     family = args.family
     given = (("lr", args.lr), ("batch", args.batch), ("schedule", args.schedule), ("beta", args.beta))
+    given += (("x0_floor", args.x0_floor), ("weight_cap", args.weight_cap))
     hp = {**DEFAULTS[family], **{k: v for k, v in given if v is not None}}
     cfg = NetConfig(channels=tuple(args.channels), cond_dim=args.cond_dim, word_dim=args.word_dim)
     work = Path(args.work) / family
@@ -308,6 +311,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     start_step = trainer.step_count
     hp["lr"] = trainer.opt.param_groups[0]["lr"]  # the rate this run trains at (segments: every run's)
     segment = {"from_step": start_step, "to_step": start_step, "lr": trainer.opt.param_groups[0]["lr"], "minutes": 0.0}
+    segment |= {k: hp[k] for k in ("min_snr_gamma", "x0_floor", "weight_cap") if k in hp}
     segments.append(segment)
     elapsed_at_start = elapsed
     run_start = time.perf_counter()
@@ -392,6 +396,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--schedule", choices=("linear", "cosine"), default=None, help="noise schedule (diffusion)")
     p.add_argument("--beta", type=float, default=None, help="KL weight (vae)")
+    p.add_argument("--x0-floor", type=float, default=None, help="floor of the loss's x0 weight (diffusion)")
+    p.add_argument("--weight-cap", type=float, default=None, help="cap of the eps-loss weight (diffusion)")
     p.add_argument("--resume", action="store_true", help="continue from <work>/<family>/checkpoint.pt")
     p.add_argument("--out", default=str(ROOT / "assets" / "weights"), help="where the weights and record go")
     p.add_argument("--work", default=str(ROOT / "outputs" / "families"), help="checkpoints for --resume")
