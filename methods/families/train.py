@@ -12,6 +12,7 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -235,7 +236,7 @@ def cached_dataset(
             return z["grids"].astype(np.float32), [str(c) for c in z["captions"]]
     grids, captions = data.build_dataset("train", per_caption, seed, resolution, limit_captions=limit)
     work.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two families may build it at once
     np.savez_compressed(tmp, grids=grids.astype(np.float16), captions=np.asarray(captions))
     tmp.replace(path)
     return grids.astype(np.float16).astype(np.float32), captions
@@ -254,7 +255,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     given = (("lr", args.lr), ("batch", args.batch), ("schedule", args.schedule), ("beta", args.beta))
     given += (("x0_floor", args.x0_floor), ("weight_cap", args.weight_cap))
     hp = {**DEFAULTS[family], **{k: v for k, v in given if v is not None}}
-    cfg = NetConfig(channels=tuple(args.channels), cond_dim=args.cond_dim, word_dim=args.word_dim)
+    cfg = NetConfig(channels=tuple(args.channels), cond_dim=args.cond_dim, word_dim=args.word_dim, coords=args.coords)
     work = Path(args.work) / family
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
@@ -265,7 +266,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = 0.0
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
-        if state["family"] != family or state["config"] != cfg.to_dict():
+        if state["family"] != family or NetConfig.from_dict(state["config"]) != cfg:
             raise SystemExit(f"{ckpt_path} was trained with another family or config; drop --resume or --work")
         trainer.load_state_dict(state["trainer"])
         rng.bit_generator.state = state["rng"]
@@ -408,6 +409,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, nargs=3, default=list(NetConfig().channels), metavar=("C16", "C8", "C4"))
     p.add_argument("--cond-dim", type=int, default=NetConfig().cond_dim)
     p.add_argument("--word-dim", type=int, default=NetConfig().word_dim)
+    p.add_argument("--coords", action="store_true", help="UNet3D input gets the voxel coordinates (diffusion)")
     return p
 
 
