@@ -9,6 +9,7 @@ Usage::
     python bench/trilemma.py                          # 12 held-out captions x 4 seeds, default samplers
     python bench/trilemma.py --variants               # also DDPM-1000, DDIM-10, PC-50, ODE-50 rows
     python bench/trilemma.py --captions all --samples 8 --refs 8 --out outputs/trilemma-full
+    python bench/trilemma.py --weights-dir outputs/new-weights   # weights written by the training CLI's --out
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import methods.families  # noqa: E402,F401 (registers the four methods)
 from eval import trilemma  # noqa: E402
+from methods.families.sample import weights_path  # noqa: E402
 
 VARIANTS: dict[str, list[tuple[str, dict]]] = {
     "vae": [],
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", action="store_true", help="also other samplers / step counts")
     p.add_argument("--no-data-row", action="store_true", help="skip the data's own (ceiling) row")
     p.add_argument("--out", default="outputs/trilemma")
+    p.add_argument("--weights-dir", default="", help="load <dir>/<family>.safetensors instead of the shipped weights")
     args = p.parse_args(argv)
     cfg = trilemma.StudyConfig(
         captions=tuple(trilemma.heldout_captions(args.captions)),
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     for fam in args.families:
         runs = [(fam, {})] + (VARIANTS[fam] if args.variants else [])
         for label, overrides in runs:
+            if args.weights_dir:
+                overrides = {**overrides, "checkpoint": str(Path(args.weights_dir) / weights_path(fam).name)}
             t = time.perf_counter()
             rows.append(trilemma.measure(fam, cfg, refs, overrides, label))
             print(f"  {label}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
