@@ -20,7 +20,6 @@ Every choice that changes a number is a field of :class:`StudyConfig` and is sto
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,8 +129,7 @@ def reference_mesh_file(caption: str, folder: str | Path, seed: int = 0) -> Path
     The name carries a digest of the data generator's source, so a changed generator writes a new
     file rather than reusing a stale one (a study's cell keys include the reference's digest).
     """
-    source = Path(data.__file__).read_bytes() + Path(data.__file__).with_name("text.py").read_bytes()
-    digest = hashlib.sha256(source + f"{caption}|{seed}".encode()).hexdigest()[:12]
+    digest = data.generator_digest(f"{caption}|{seed}")[:12]
     path = Path(folder) / f"{caption.replace(' ', '-')}-s{seed}-{digest}.ply"
     if not path.is_file():
         tmp = write_reference_mesh(caption, path.with_suffix(".tmp.ply"), seed=seed)

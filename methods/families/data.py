@@ -17,9 +17,11 @@ new combinations of known words.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +76,16 @@ class Sample:
 
 
 # ----------------------------------------------------------------------------- captions and split
+
+
+@functools.cache
+def _generator_source() -> bytes:
+    return Path(__file__).read_bytes() + Path(__file__).with_name("text.py").read_bytes()
+
+
+def generator_digest(extra: str = "") -> str:
+    """sha256 of this generator's source (data.py, text.py) and ``extra``: a cache key that changes with the data."""
+    return hashlib.sha256(_generator_source() + extra.encode()).hexdigest()
 
 
 def all_captions() -> list[str]:

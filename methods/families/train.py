@@ -228,8 +228,7 @@ def cached_dataset(
     work: Path, per_caption: int, seed: int, resolution: int, limit: int = 0
 ) -> tuple[np.ndarray, list[str]]:
     """data.build_dataset('train', ...), cached in ``work`` under a key that includes data.py's source."""
-    source = Path(data.__file__).read_bytes() + Path(data.__file__).with_name("text.py").read_bytes()
-    key = hashlib.sha256(source + f"{per_caption}|{seed}|{resolution}|{data.GRID}|{limit}".encode()).hexdigest()[:16]
+    key = data.generator_digest(f"{per_caption}|{seed}|{resolution}|{data.GRID}|{limit}")[:16]
     path = work / f"train-data-{key}.npz"
     if path.exists():
         with np.load(path) as z:
