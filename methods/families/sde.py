@@ -14,7 +14,14 @@ import math
 
 import torch
 
-from methods.families.diffusion import SamplerGen, Standardizer, StructuredNoise, guided_eps, min_snr_weight
+from methods.families.diffusion import (
+    SamplerGen,
+    Standardizer,
+    StructuredNoise,
+    guided_eps,
+    min_snr_weight,
+    sample_times,
+)
 from methods.families.nets import UNet3D
 
 SAMPLERS = ("pc", "ode")
@@ -48,12 +55,14 @@ def sde_loss(
     noise: StructuredNoise | None = None,
     x0_floor: float | None = None,
     weight_cap: float | None = None,
+    t_band: tuple[float, float, float] | None = None,
 ):
-    """Denoising score matching with lambda(t) = sigma(t)^2 (the eps-MSE) at continuous t ~ U(eps, 1),
-    times the same weight as the DDPM (diffusion.min_snr_weight) when ``min_snr_gamma`` / ``x0_floor`` are given."""
+    """Denoising score matching with lambda(t) = sigma(t)^2 (the eps-MSE) at continuous t ~ U(eps, 1)
+    (or drawn by diffusion.sample_times with ``t_band``), times the same weight as the DDPM
+    (diffusion.min_snr_weight) when ``min_snr_gamma`` / ``x0_floor`` are given."""
     x0 = (norm or Standardizer()).encode(grid01)
     b = x0.shape[0]
-    t = torch.rand((b,), generator=generator, device=x0.device) * (1.0 - sde.eps) + sde.eps
+    t = sample_times(b, generator, x0.device, t_band) * (1.0 - sde.eps) + sde.eps
     z = (noise or StructuredNoise()).sample(x0.shape, generator, x0.device)
     alpha, sigma = sde.marginal(t)
     xt = alpha.view(b, 1, 1, 1, 1) * x0 + sigma.view(b, 1, 1, 1, 1) * z
