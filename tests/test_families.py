@@ -143,6 +143,8 @@ def tiny_models() -> dict[str, models.FamilyModel]:
             torch.nn.init.normal_(net.out_head.out.weight, std=0.05)
         noise = diffusion.StructuredNoise(1.0, 0.5)  # as the shipped diffusion models
         out[fam] = models.FamilyModel(fam, net, TINY, models.default_hparams(fam, noise=noise))
+    v_hparams = models.default_hparams("sde", noise=noise, prediction="v")  # the same network read as a v-predictor
+    out["sde-v"] = models.FamilyModel("sde", out["sde"].net, TINY, v_hparams)
     return out
 
 
@@ -153,6 +155,8 @@ SAMPLER_CASES = [
     ("ddpm", {"sampler": "ddpm", "steps": 4}),
     ("sde", {"sampler": "pc", "steps": 3}),
     ("sde", {"sampler": "ode", "steps": 3}),
+    ("sde-v", {"sampler": "pc", "steps": 3}),
+    ("sde-v", {"sampler": "ode", "steps": 3}),
 ]
 
 
@@ -272,6 +276,55 @@ def test_the_layout_gives_each_caption_its_own_spatial_template():
         not hasattr(old, "layout")
         and NetConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "layout"}) == TINY
     )
+
+
+def test_v_prediction_is_the_same_score_and_its_loss_weighs_x0_errors_by_one_plus_snr():
+    """eps = sigma x + alpha v and x0 = alpha x - sigma v; the v-MSE is the x0-MSE times 1 + SNR."""
+    vp = sde.VPSDE()
+    g = torch.Generator().manual_seed(0)
+    x0, z = torch.randn(1, 4, 8, 8, 8, generator=g), torch.randn(1, 4, 8, 8, 8, generator=g)
+    for t in (0.05, 0.5, 0.7, 0.95):
+        alpha, sigma = vp.marginal(torch.tensor(t))
+        x = alpha * x0 + sigma * z
+        v = alpha * z - sigma * x0
+        torch.testing.assert_close(sigma * x + alpha * v, z)  # what model_eps turns v into
+        torch.testing.assert_close(alpha * x - sigma * v, x0)
+        wrong = v + 0.1 * torch.randn(v.shape, generator=g)  # a v error of 0.1 ...
+        x0_err = float(((alpha * x - sigma * wrong - x0) ** 2).mean())
+        v_err = float(((wrong - v) ** 2).mean())
+        assert v_err == pytest.approx(x0_err * (1 + float(alpha**2 / sigma**2)), rel=1e-4)  # ... costs (1 + SNR) x0
+    with pytest.raises(ValueError, match="1 \\+ SNR"):
+        grids, counts = torch.rand(2, 4, 16, 16, 16), torch.zeros(2, 28)
+        sde.sde_loss(UNet3D(TINY), vp, grids, counts, g, prediction="v", x0_floor=0.05)
+    with pytest.raises(ValueError, match="prediction"):
+        Trainer("ddpm", TINY, {"lr": 1e-3, "batch": 2, "prediction": "v"})
+
+
+def test_the_v_models_sampler_converts_its_output_to_the_noise():
+    """A network whose v output is exact for a known x0 leads both samplers to that x0."""
+
+    class KnowsX0(torch.nn.Module):
+        def __init__(self, x0):
+            super().__init__()
+            self.x0, self.cfg = x0, TINY
+
+        def condition(self, counts):
+            return counts
+
+        def forward(self, x, t999, cond):
+            alpha, sigma = sde.VPSDE().marginal(t999.double() / 999.0)
+            alpha, sigma = (v.float().view(-1, 1, 1, 1, 1) for v in (alpha, sigma))
+            z = (x - alpha * self.x0) / sigma
+            return alpha * z - sigma * self.x0
+
+    target = torch.rand(1, 4, 16, 16, 16)
+    norm = diffusion.Standardizer()
+    net = KnowsX0(norm.encode(target))
+    for sampler in sde.SAMPLERS:
+        gen = sde.iter_sample(net, sde.VPSDE(), torch.ones(1, 28), sampler=sampler, steps=20, guidance=1.0,
+                              generator=torch.Generator().manual_seed(0), prediction="v")  # fmt: skip
+        out = diffusion.run_sampler(gen)
+        assert float((out - target).abs().max()) < 1e-3, sampler
 
 
 def test_vp_sde_marginals_match_the_ddpm_schedule():

@@ -56,13 +56,17 @@ def sampling_net(family: str, cfg: NetConfig) -> nn.Module:
 
 
 def default_hparams(
-    family: str, schedule: str = "linear", noise: diffusion.StructuredNoise | None = None
+    family: str,
+    schedule: str = "linear",
+    noise: diffusion.StructuredNoise | None = None,
+    prediction: str = "eps",
 ) -> dict[str, Any]:
+    """What a sampler needs besides the weights; ``prediction`` (sde: eps or v) is what the network outputs."""
     noise_dict = {"noise": noise.to_dict()} if noise is not None else {}
     if family == "ddpm":
         return {"schedule": diffusion.NoiseSchedule(schedule).to_dict(), **noise_dict}
     if family == "sde":
-        return {"sde": sde.VPSDE().to_dict(), **noise_dict}
+        return {"sde": sde.VPSDE().to_dict(), "prediction": prediction, **noise_dict}
     return {}
 
 
@@ -161,6 +165,7 @@ def iter_sample(
             generator=generator,
             norm=model.standardizer(),
             noise=model.noise(),
+            prediction=model.hparams.get("prediction", "eps"),
         )
     )
 

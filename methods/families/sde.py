@@ -4,8 +4,12 @@ predictor-corrector sampler (reverse-diffusion Euler-Maruyama predictor + Langev
 probability-flow ODE (Heun's method), with classifier-free guidance on the score.
 
 dx = -1/2 beta(t) x dt + sqrt(beta(t)) dW,  beta(t) = beta_min + t (beta_max - beta_min),  t in [0, 1].
-The network is the DDPM's UNet3D; it predicts the noise eps, so the score is -eps / sigma(t), and it
-sees time on the DDPM scale (999 t) so the two families share the architecture exactly.
+The network is the DDPM's UNet3D and sees time on the DDPM scale (999 t). It predicts either the noise
+eps (``prediction="eps"``, as the DDPM and Song et al.'s VP models) or the velocity v = alpha eps - sigma x0
+(``"v"``, Salimans & Ho 2022); either way the score is -eps / sigma(t), with eps = sigma x + alpha v.
+Why v: near t = 1 (alpha -> 0) an eps-predictor gives x0 = (x - sigma eps) / alpha, so it must reproduce
+its own input to a precision of alpha to place a shape, and at 16^3 the shapes are decided there
+(alpha 0.05-0.2); a v-predictor outputs -x0 there directly.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from methods.families.diffusion import (
 from methods.families.nets import UNet3D
 
 SAMPLERS = ("pc", "ode")
+PREDICTIONS = ("eps", "v")
 
 
 class VPSDE:
@@ -56,10 +61,21 @@ def sde_loss(
     x0_floor: float | None = None,
     weight_cap: float | None = None,
     t_band: tuple[float, float, float] | None = None,
+    prediction: str = "eps",
 ):
-    """Denoising score matching with lambda(t) = sigma(t)^2 (the eps-MSE) at continuous t ~ U(eps, 1)
-    (or drawn by diffusion.sample_times with ``t_band``), times the same weight as the DDPM
-    (diffusion.min_snr_weight) when ``min_snr_gamma`` / ``x0_floor`` are given."""
+    """Denoising score matching at continuous t ~ U(eps, 1) (or drawn by diffusion.sample_times with
+    ``t_band``).
+
+    ``eps``: lambda(t) = sigma(t)^2 (the eps-MSE), times the same weight as the DDPM
+    (diffusion.min_snr_weight) when ``min_snr_gamma`` / ``x0_floor`` are given.
+    ``v``: the v-MSE, which weighs x0 errors by 1 + SNR (so by about 1 where shapes are decided),
+    times min(1, gamma / SNR) when ``min_snr_gamma`` is given (the clean end then counts as in
+    min-SNR-gamma); ``x0_floor`` / ``weight_cap`` do not apply (the x0 weight never falls below 1).
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if prediction == "v" and (x0_floor is not None or weight_cap is not None):
+        raise ValueError("x0_floor / weight_cap weigh the eps loss; the v loss already weighs x0 errors by 1 + SNR")
     x0 = (norm or Standardizer()).encode(grid01)
     b = x0.shape[0]
     t = sample_times(b, generator, x0.device, t_band) * (1.0 - sde.eps) + sde.eps
@@ -67,13 +83,27 @@ def sde_loss(
     alpha, sigma = sde.marginal(t)
     xt = alpha.view(b, 1, 1, 1, 1) * x0 + sigma.view(b, 1, 1, 1, 1) * z
     pred = net(xt, t * 999.0, net.condition(counts))
+    snr = alpha**2 / sigma**2
+    if prediction == "v":
+        target = alpha.view(b, 1, 1, 1, 1) * z - sigma.view(b, 1, 1, 1, 1) * x0
+        weight = torch.ones_like(snr) if min_snr_gamma is None else torch.clamp(min_snr_gamma / snr, max=1.0)
+        return (weight * ((pred - target) ** 2).flatten(1).mean(1)).mean()
     per_sample = ((pred - z) ** 2).flatten(1).mean(1)
-    return (min_snr_weight(alpha**2 / sigma**2, min_snr_gamma, x0_floor, weight_cap) * per_sample).mean()
+    return (min_snr_weight(snr, min_snr_gamma, x0_floor, weight_cap) * per_sample).mean()
 
 
-def _score(net, sde: VPSDE, x, t: float, cond, null, guidance: float) -> torch.Tensor:
+def model_eps(net, sde: VPSDE, x, t: float, cond, null, guidance: float, prediction: str = "eps") -> torch.Tensor:
+    """The guided noise estimate at time t (guidance is linear, so guiding v or eps is the same)."""
+    out = guided_eps(net, x, t * 999.0, cond, null, guidance)
+    if prediction == "eps":
+        return out
+    alpha, sigma = sde.marginal(torch.tensor(t, device=x.device))
+    return sigma * x + alpha * out
+
+
+def _score(net, sde: VPSDE, x, t: float, cond, null, guidance: float, prediction: str = "eps") -> torch.Tensor:
     _, sigma = sde.marginal(torch.tensor(t, device=x.device))
-    return -guided_eps(net, x, t * 999.0, cond, null, guidance) / sigma
+    return -model_eps(net, sde, x, t, cond, null, guidance, prediction) / sigma
 
 
 @torch.no_grad()
@@ -90,6 +120,7 @@ def iter_sample(
     generator: torch.Generator | None = None,
     norm: Standardizer | None = None,
     noise: StructuredNoise | None = None,
+    prediction: str = "eps",
 ) -> SamplerGen:
     """Sample grids for the captions in ``counts`` (B, V), integrating from t = 1 to t = eps in ``steps`` steps.
 
@@ -100,6 +131,8 @@ def iter_sample(
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     dev = counts.device
     res = net.cfg.resolution
     b = counts.shape[0]
@@ -114,14 +147,14 @@ def iter_sample(
         beta = float(sde.beta(torch.tensor(t)))
         if sampler == "pc":
             for _ in range(corrector_steps):
-                score = _score(net, sde, x, t, cond, null, guidance)
+                score = _score(net, sde, x, t, cond, null, guidance, prediction)
                 z = noise.sample(x.shape, generator, dev)
                 grad_norm = score.flatten(1).norm(dim=1).mean()
                 noise_norm = z.flatten(1).norm(dim=1).mean()
                 alpha_i = 1.0 - beta / 1000.0  # the discrete VP alpha at this time, as in Song et al.'s code
                 step = 2 * alpha_i * (snr * noise_norm / grad_norm) ** 2
                 x = x + step * score + torch.sqrt(2 * step) * z
-            score = _score(net, sde, x, t, cond, null, guidance)
+            score = _score(net, sde, x, t, cond, null, guidance, prediction)
             mean = x + (-0.5 * beta * x - beta * score) * dt
             last = i == steps - 1
             x = mean if last else mean + math.sqrt(beta * -dt) * noise.sample(x.shape, generator, dev)
@@ -129,7 +162,7 @@ def iter_sample(
 
             def drift(xx: torch.Tensor, tt: float) -> torch.Tensor:
                 bb = float(sde.beta(torch.tensor(tt)))
-                return -0.5 * bb * xx - 0.5 * bb * _score(net, sde, xx, tt, cond, null, guidance)
+                return -0.5 * bb * xx - 0.5 * bb * _score(net, sde, xx, tt, cond, null, guidance, prediction)
 
             d1 = drift(x, t)
             x_euler = x + d1 * dt
@@ -140,5 +173,5 @@ def iter_sample(
         yield i, steps
     # the final denoising: x0 from the eps prediction at t = eps (Tweedie), removes the last noise
     alpha, sigma = sde.marginal(torch.tensor(sde.eps, device=dev))
-    eps = guided_eps(net, x, sde.eps * 999.0, cond, null, guidance)
+    eps = model_eps(net, sde, x, sde.eps, cond, null, guidance, prediction)
     return (norm or Standardizer()).decode((x - sigma * eps) / alpha)

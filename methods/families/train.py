@@ -70,7 +70,10 @@ class Trainer:
         torch.manual_seed(seed)
         self.family, self.cfg, self.hp, self.device = family, cfg, hp, device
         self.noise = diffusion.StructuredNoise(hp.get("noise_offset", 0.0), hp.get("noise_coarse", 0.0))
-        self.hparams = models.default_hparams(family, hp.get("schedule", "linear"), self.noise)
+        if hp.get("prediction", "eps") != "eps" and family != "sde":
+            raise ValueError(f"--prediction {hp['prediction']} is for the sde family; DDPM predicts eps (Ho et al.)")
+        self.prediction = hp.get("prediction", "eps")
+        self.hparams = models.default_hparams(family, hp.get("schedule", "linear"), self.noise, self.prediction)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         self.schedule = diffusion.NoiseSchedule(**self.hparams.get("schedule", {}))
@@ -104,7 +107,9 @@ class Trainer:
         if self.family == "ddpm":
             loss = diffusion.ddpm_loss(self.net, self.schedule, x, counts, g, gamma, self.norm, self.noise, **weights)
         else:
-            loss = sde.sde_loss(self.net, self.sde, x, counts, g, gamma, self.norm, self.noise, **weights)
+            loss = sde.sde_loss(
+                self.net, self.sde, x, counts, g, gamma, self.norm, self.noise, **weights, prediction=self.prediction
+            )
         return loss, {}
 
     def step(self, x: torch.Tensor, counts: torch.Tensor) -> dict[str, float]:
@@ -255,6 +260,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     family = args.family
     given = (("lr", args.lr), ("batch", args.batch), ("schedule", args.schedule), ("beta", args.beta))
     given += (("x0_floor", args.x0_floor), ("weight_cap", args.weight_cap), ("t_band", args.t_band))
+    given += (("prediction", args.prediction),)
     hp = {**DEFAULTS[family], **{k: v for k, v in given if v is not None}}
     cfg = NetConfig(
         channels=tuple(args.channels),
@@ -319,7 +325,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     start_step = trainer.step_count
     hp["lr"] = trainer.opt.param_groups[0]["lr"]  # the rate this run trains at (segments: every run's)
     segment = {"from_step": start_step, "to_step": start_step, "lr": trainer.opt.param_groups[0]["lr"], "minutes": 0.0}
-    segment |= {k: hp[k] for k in ("min_snr_gamma", "x0_floor", "weight_cap", "t_band") if k in hp}
+    segment |= {k: hp[k] for k in ("min_snr_gamma", "x0_floor", "weight_cap", "t_band", "prediction") if k in hp}
     segments.append(segment)
     elapsed_at_start = elapsed
     run_start = time.perf_counter()
@@ -406,6 +412,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None, help="KL weight (vae)")
     p.add_argument("--x0-floor", type=float, default=None, help="floor of the loss's x0 weight (diffusion)")
     p.add_argument("--weight-cap", type=float, default=None, help="cap of the eps-loss weight (diffusion)")
+    p.add_argument("--prediction", choices=("eps", "v"), default=None, help="what the sde's network predicts")
     p.add_argument(
         "--t-band",
         type=float,
@@ -432,7 +439,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    train(parser().parse_args(argv))
+    p = parser()
+    args = p.parse_args(argv)
+    if args.prediction == "v" and args.family != "sde":
+        p.error("--prediction v is for --family sde (DDPM predicts eps, as in Ho et al.)")
+    if args.prediction == "v" and (args.x0_floor is not None or args.weight_cap is not None):
+        p.error("--x0-floor / --weight-cap weigh the eps loss; the v loss already weighs x0 errors by 1 + SNR")
+    train(args)
     return 0
 
 
