@@ -16,14 +16,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import trimesh
 
 import methods
 import methods.families  # noqa: F401 (registers the four methods)
 from methods.base import Inputs, InvalidInput
 from methods.families import data, diffusion, models, sde, text
-from methods.families.nets import NetConfig, UNet3D, multi_hot, timestep_embedding
+from methods.families.nets import NetConfig, UNet3D, multi_hot
 from methods.families.sample import grid_to_asset, weights_path
 from methods.families.train import Trainer, caption_tokens
 
@@ -123,6 +122,32 @@ def test_training_cli_writes_weights_and_record_and_resumes(tmp_path: Path):
     loaded = models.load(tmp_path / "w" / "ddpm.safetensors")
     assert loaded.family == "ddpm" and loaded.config.channels == (4, 8, 8) and loaded.config.coords
     assert loaded.net.stem.in_channels == 7  # occupancy, RGB and the voxel's x, y, z
+
+
+def test_training_cli_keeps_the_sde_prediction_across_resumes_and_refuses_mixing_it(tmp_path: Path):
+    args = [sys.executable, "-m", "methods.families.train", "--per-caption", "1", "--limit-captions", "8"]
+    args += ["--channels", "4", "8", "8", "--cond-dim", "16", "--word-dim", "8", "--log-every", "1"]
+    args += ["--out", str(tmp_path / "w"), "--work", str(tmp_path / "work")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cli(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*args, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    refused = cli("--family", "ddpm", "--prediction", "v", "--steps", "1")
+    assert refused.returncode == 2 and "DDPM predicts eps" in refused.stderr
+    refused = cli("--family", "sde", "--prediction", "v", "--x0-floor", "0.05", "--steps", "1")
+    assert refused.returncode == 2 and "1 + SNR" in refused.stderr
+    first = cli("--family", "sde", "--prediction", "v", "--steps", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = cli("--family", "sde", "--steps", "3", "--resume")  # no --prediction: the checkpoint's
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    record = json.loads((tmp_path / "w" / "sde.json").read_text())
+    assert record["hparams"]["prediction"] == "v"
+    assert [g["prediction"] for g in record["training"]["segments"]] == ["v", "v"]
+    assert models.load(tmp_path / "w" / "sde.safetensors").hparams["prediction"] == "v"
+    mixed = cli("--family", "sde", "--steps", "4", "--resume", "--prediction", "eps")
+    assert mixed.returncode != 0 and "predicts v, not eps" in mixed.stderr
+    assert json.loads((tmp_path / "w" / "sde.json").read_text())["training"]["steps"] == 3  # nothing overwritten
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -229,53 +254,6 @@ def test_loss_weights_cap_the_clean_end_and_floor_the_noisy_end_in_x0_terms():
     torch.testing.assert_close(floored, torch.tensor([0.05, 1.0, 1.0, 1.0, 4.0, 4.0]))
     x0_weight = floored * snr  # what an x0 error costs: never below the floor until the cap
     assert float(x0_weight[3]) == pytest.approx(0.05) and float(x0_weight[4]) == pytest.approx(0.04)
-
-
-def test_time_band_draws_the_band_with_its_probability_and_still_covers_every_time():
-    g = torch.Generator().manual_seed(0)
-    u = diffusion.sample_times(20000, g, "cpu", (0.45, 0.85, 0.5))
-    inside = ((u >= 0.45) & (u < 0.85)).float().mean()
-    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
-    assert abs(float(inside) - (0.5 + 0.5 * 0.4)) < 0.02  # the band's half plus its share of the uniform half
-    assert float((u < 0.2).float().mean()) == pytest.approx(0.5 * 0.2, abs=0.02)  # clean end still trained
-    plain = diffusion.sample_times(5, torch.Generator().manual_seed(3), "cpu")
-    assert torch.equal(plain, torch.rand(5, generator=torch.Generator().manual_seed(3)))
-    with pytest.raises(ValueError, match="band"):
-        diffusion.sample_times(4, g, "cpu", (0.8, 0.4, 0.5))
-
-
-@pytest.mark.parametrize("family", ["ddpm", "sde"])
-def test_a_time_band_trains_too(family):
-    x, c = _fixed_batch()
-    hp = {"lr": 3e-3, "batch": 8, "ema": 0.9, "t_band": [0.45, 0.85, 0.5]}
-    trainer = Trainer(family, NetConfig(**{**TINY.to_dict(), "layout": 4}), hp, seed=0)
-    before = trainer.fixed_loss(x, c)
-    for _ in range(12):
-        trainer.step(x, c)
-    assert trainer.fixed_loss(x, c) < before
-
-
-def test_the_layout_gives_each_caption_its_own_spatial_template():
-    """FiLM alone shifts every voxel of a channel alike; the layout path varies over space with the caption."""
-    torch.manual_seed(0)
-    net = UNet3D(NetConfig(**{**TINY.to_dict(), "layout": 4})).eval()
-    assert net.layout.out_features == 4 * (TINY.resolution // 4) ** 3
-    for p in (net.layout_in.weight, net.layout_in.bias, net.out_head.out.weight):
-        torch.nn.init.normal_(p, std=0.2)
-    x = torch.zeros(2, 4, 16, 16, 16)
-    cond = net.condition(multi_hot(caption_tokens(["a red cube", "a blue sphere"])))
-    with torch.no_grad():
-        out = net(x, torch.full((2,), 500.0), cond)
-        flat = net.layout(F.silu(cond + net.time(timestep_embedding(torch.full((2,), 500.0), TINY.cond_dim))))
-    assert out.shape == (2, 4, 16, 16, 16)
-    grid = flat.view(2, 4, 4, 4, 4)
-    assert float(grid.std(dim=(2, 3, 4)).min()) > 0  # varies over space ...
-    assert not torch.allclose(grid[0], grid[1])  # ... and between captions
-    old = UNet3D(TINY)  # layout 0: no such layers, so older weights load unchanged
-    assert (
-        not hasattr(old, "layout")
-        and NetConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "layout"}) == TINY
-    )
 
 
 def test_v_prediction_is_the_same_score_and_its_loss_weighs_x0_errors_by_one_plus_snr():

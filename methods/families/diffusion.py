@@ -141,28 +141,6 @@ def min_snr_weight(
     return w if cap is None else torch.clamp(w, max=cap)
 
 
-def sample_times(
-    b: int, generator: torch.Generator, device, band: tuple[float, float, float] | None = None
-) -> torch.Tensor:
-    """(b,) diffusion times u in [0, 1): uniform, or with ``band = (lo, hi, p)`` a mixture that draws
-    u uniform in [lo, hi) with probability p and uniform in [0, 1) otherwise.
-
-    Any positive density over times trains the same optimum (the denoiser of each noise level); the
-    density only decides where the network's capacity and the optimiser's steps go, as the log-normal
-    noise levels of EDM (Karras et al. 2022) and the logit-normal times of Esser et al. 2024 do. A
-    band over the levels where a shape is decided spends more of a CPU budget there; the uniform part
-    keeps every level trained.
-    """
-    u = torch.rand((b,), generator=generator, device=device)
-    if band is None:
-        return u
-    lo, hi, p = band
-    if not (0.0 <= lo < hi <= 1.0 and 0.0 <= p <= 1.0):
-        raise ValueError(f"t band must be 0 <= lo < hi <= 1 and 0 <= p <= 1, got {band}")
-    pick = torch.rand((b,), generator=generator, device=device) < p
-    return torch.where(pick, lo + (hi - lo) * torch.rand((b,), generator=generator, device=device), u)
-
-
 def ddpm_loss(
     net: UNet3D,
     schedule: NoiseSchedule,
@@ -174,17 +152,12 @@ def ddpm_loss(
     noise: StructuredNoise | None = None,
     x0_floor: float | None = None,
     weight_cap: float | None = None,
-    t_band: tuple[float, float, float] | None = None,
 ) -> torch.Tensor:
-    """E_{t, eps} w(t) || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c) ||^2, t uniform in 0..999
-    (or drawn by :func:`sample_times` with ``t_band``); w: :func:`min_snr_weight`."""
+    """E_{t, eps} w(t) || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, c) ||^2, t uniform in 0..999;
+    w: :func:`min_snr_weight`."""
     x0 = (norm or Standardizer()).encode(grid01)
     b = x0.shape[0]
-    if t_band is None:
-        t = torch.randint(0, schedule.steps, (b,), generator=generator, device=x0.device)
-    else:
-        u = sample_times(b, generator, x0.device, t_band)
-        t = (u * schedule.steps).long().clamp(max=schedule.steps - 1)
+    t = torch.randint(0, schedule.steps, (b,), generator=generator, device=x0.device)
     eps = (noise or StructuredNoise()).sample(x0.shape, generator, x0.device)
     ab = schedule.alpha_bar.to(x0.device)[t].float()
     xt = ab.sqrt().view(b, 1, 1, 1, 1) * x0 + (1 - ab).sqrt().view(b, 1, 1, 1, 1) * eps

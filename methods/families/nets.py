@@ -34,7 +34,6 @@ class NetConfig:
     latent_dim: int = 64  # VAE / GAN latent
     groups: int = 8
     coords: bool = False  # UNet3D: feed x, y, z in [-1, 1] as 3 more input channels (CoordConv)
-    layout: int = 0  # UNet3D: channels of a learned, conditioned r/4 layout added at the bottleneck (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,12 +148,6 @@ class UNet3D(nn.Module):
     high noise the input carries almost no shape, and a convolution alone knows where it is only
     through the zero padding at the borders, yet the denoiser must place a caption's mean shape
     (a ring's hole, a mug's handle) in the middle of the grid.
-
-    With ``cfg.layout`` a linear map from the conditioning vector (caption and noise level) to a
-    coarse r/4 grid of features is added at the bottleneck: FiLM conditions every voxel alike, so
-    without it the caption can shape the output only through the coordinates and the convolutions;
-    with it, each caption has its own learned spatial template (as the VAE decoder's first layer
-    has), the way cross-attention gives image denoisers a spatially varying condition.
     """
 
     def __init__(self, cfg: NetConfig):
@@ -168,11 +161,6 @@ class UNet3D(nn.Module):
         self.down1 = nn.Conv3d(c0, c1, 2, stride=2)
         self.enc1 = ResBlock(c1, c1, d, cfg.groups)
         self.down2 = nn.Conv3d(c1, c2, 2, stride=2)
-        if cfg.layout:
-            self.layout = nn.Linear(d, cfg.layout * (cfg.resolution // 4) ** 3)
-            self.layout_in = nn.Conv3d(cfg.layout, c2, 1)
-            nn.init.zeros_(self.layout_in.weight)
-            nn.init.zeros_(self.layout_in.bias)
         self.mid1 = ResBlock(c2, c2, d, cfg.groups)
         self.mid2 = ResBlock(c2, c2, d, cfg.groups)
         self.up2 = nn.ConvTranspose3d(c2, c1, 2, stride=2)
@@ -192,11 +180,7 @@ class UNet3D(nn.Module):
             x = torch.cat([x, coordinate_grid(x)], dim=1)
         h0 = self.stem(x)
         h1 = self.enc1(self.down1(h0), cond)
-        h = self.down2(h1)
-        if self.cfg.layout:
-            q = self.cfg.resolution // 4
-            h = h + self.layout_in(self.layout(cond).view(-1, self.cfg.layout, q, q, q))
-        h = self.mid2(self.mid1(h, cond), cond)
+        h = self.mid2(self.mid1(self.down2(h1), cond), cond)
         h = self.dec1(torch.cat([self.up2(h), h1], dim=1), cond)
         return self.out_head(torch.cat([self.up1(h), h0], dim=1), cond)
 

@@ -24,7 +24,6 @@ from methods.families.diffusion import (
     StructuredNoise,
     guided_eps,
     min_snr_weight,
-    sample_times,
 )
 from methods.families.nets import UNet3D
 
@@ -60,11 +59,9 @@ def sde_loss(
     noise: StructuredNoise | None = None,
     x0_floor: float | None = None,
     weight_cap: float | None = None,
-    t_band: tuple[float, float, float] | None = None,
     prediction: str = "eps",
 ):
-    """Denoising score matching at continuous t ~ U(eps, 1) (or drawn by diffusion.sample_times with
-    ``t_band``).
+    """Denoising score matching at continuous t ~ U(eps, 1).
 
     ``eps``: lambda(t) = sigma(t)^2 (the eps-MSE), times the same weight as the DDPM
     (diffusion.min_snr_weight) when ``min_snr_gamma`` / ``x0_floor`` are given.
@@ -78,7 +75,7 @@ def sde_loss(
         raise ValueError("x0_floor / weight_cap weigh the eps loss; the v loss already weighs x0 errors by 1 + SNR")
     x0 = (norm or Standardizer()).encode(grid01)
     b = x0.shape[0]
-    t = sample_times(b, generator, x0.device, t_band) * (1.0 - sde.eps) + sde.eps
+    t = torch.rand((b,), generator=generator, device=x0.device) * (1.0 - sde.eps) + sde.eps
     z = (noise or StructuredNoise()).sample(x0.shape, generator, x0.device)
     alpha, sigma = sde.marginal(t)
     xt = alpha.view(b, 1, 1, 1, 1) * x0 + sigma.view(b, 1, 1, 1, 1) * z

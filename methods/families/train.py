@@ -101,8 +101,6 @@ class Trainer:
         if self.family == "vae":
             return vae.vae_loss(self.net, x, counts, g, self.hp.get("beta", 1.0))
         weights = {"x0_floor": self.hp.get("x0_floor"), "weight_cap": self.hp.get("weight_cap")}
-        band = self.hp.get("t_band")
-        weights["t_band"] = tuple(band) if band else None
         gamma = self.hp.get("min_snr_gamma")
         if self.family == "ddpm":
             loss = diffusion.ddpm_loss(self.net, self.schedule, x, counts, g, gamma, self.norm, self.noise, **weights)
@@ -259,26 +257,24 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     family = args.family
     given = (("lr", args.lr), ("batch", args.batch), ("schedule", args.schedule), ("beta", args.beta))
-    given += (("x0_floor", args.x0_floor), ("weight_cap", args.weight_cap), ("t_band", args.t_band))
+    given += (("x0_floor", args.x0_floor), ("weight_cap", args.weight_cap))
     given += (("prediction", args.prediction),)
     hp = {**DEFAULTS[family], **{k: v for k, v in given if v is not None}}
-    cfg = NetConfig(
-        channels=tuple(args.channels),
-        cond_dim=args.cond_dim,
-        word_dim=args.word_dim,
-        coords=args.coords,
-        layout=args.layout,
-    )
+    cfg = NetConfig(channels=tuple(args.channels), cond_dim=args.cond_dim, word_dim=args.word_dim, coords=args.coords)
     work = Path(args.work) / family
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
+    state = torch.load(ckpt_path, weights_only=False) if args.resume and ckpt_path.exists() else None
+    if state is not None and state.get("prediction"):  # what the network outputs is the checkpoint's to say
+        if args.prediction is not None and args.prediction != state["prediction"]:
+            raise SystemExit(f"{ckpt_path} predicts {state['prediction']}, not {args.prediction}; drop --resume")
+        hp["prediction"] = state["prediction"]
     trainer = Trainer(family, cfg, hp, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     history: list[dict[str, float]] = []
     segments: list[dict[str, Any]] = []  # one per run of this CLI: steps, minutes and lr of each
     elapsed = 0.0
-    if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+    if state is not None:
         if state["family"] != family or NetConfig.from_dict(state["config"]) != cfg:
             raise SystemExit(f"{ckpt_path} was trained with another family or config; drop --resume or --work")
         trainer.load_state_dict(state["trainer"])
@@ -317,6 +313,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "history": history,
             "segments": segments,
             "elapsed": elapsed,
+            "prediction": trainer.prediction,
         }
         torch.save(state, ckpt_path.with_suffix(".tmp"))
         ckpt_path.with_suffix(".tmp").replace(ckpt_path)
@@ -325,7 +322,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     start_step = trainer.step_count
     hp["lr"] = trainer.opt.param_groups[0]["lr"]  # the rate this run trains at (segments: every run's)
     segment = {"from_step": start_step, "to_step": start_step, "lr": trainer.opt.param_groups[0]["lr"], "minutes": 0.0}
-    segment |= {k: hp[k] for k in ("min_snr_gamma", "x0_floor", "weight_cap", "t_band", "prediction") if k in hp}
+    segment |= {k: hp[k] for k in ("min_snr_gamma", "x0_floor", "weight_cap", "prediction") if k in hp}
     segments.append(segment)
     elapsed_at_start = elapsed
     run_start = time.perf_counter()
@@ -413,14 +410,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--x0-floor", type=float, default=None, help="floor of the loss's x0 weight (diffusion)")
     p.add_argument("--weight-cap", type=float, default=None, help="cap of the eps-loss weight (diffusion)")
     p.add_argument("--prediction", choices=("eps", "v"), default=None, help="what the sde's network predicts")
-    p.add_argument(
-        "--t-band",
-        type=float,
-        nargs=3,
-        default=None,
-        metavar=("LO", "HI", "P"),
-        help="draw diffusion times in [LO, HI) of [0, 1] with probability P, else uniformly (diffusion)",
-    )
     p.add_argument("--resume", action="store_true", help="continue from <work>/<family>/checkpoint.pt")
     p.add_argument("--out", default=str(ROOT / "assets" / "weights"), help="where the weights and record go")
     p.add_argument("--work", default=str(ROOT / "outputs" / "families"), help="checkpoints for --resume")
@@ -432,9 +421,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cond-dim", type=int, default=NetConfig().cond_dim)
     p.add_argument("--word-dim", type=int, default=NetConfig().word_dim)
     p.add_argument("--coords", action="store_true", help="UNet3D input gets the voxel coordinates (diffusion)")
-    p.add_argument(
-        "--layout", type=int, default=0, help="UNet3D: channels of the conditioned bottleneck layout (diffusion)"
-    )
     return p
 
 
