@@ -362,10 +362,6 @@ def shipped_samples() -> dict[tuple[str, str], list]:
 
 
 PAIRS = (("a red cube", "a blue sphere"), ("a blue sphere", "a red cube"))
-# score-SDE's shipped weights (58 CPU minutes, as DDPM's) follow the colour, and the cube's shape, but its
-# "a blue sphere" samples are nearer the cube's reference (also in the protocol's normalised frame); it is
-# left out of the shape test until retrained (issue 9 stays open), not marked as an expected failure.
-SHAPE_NOT_YET = {"score-sde"}
 
 
 @needs_weights
@@ -380,7 +376,7 @@ def test_shipped_weights_follow_the_caption_colour(method_id, shipped_samples):
 
 
 @needs_weights
-@pytest.mark.parametrize("method_id", [m for m in METHOD_IDS if m not in SHAPE_NOT_YET])
+@pytest.mark.parametrize("method_id", METHOD_IDS)
 def test_shipped_weights_follow_the_caption_shape(method_id, shipped_samples, cube_and_sphere):
     """Over four seeds, a family's samples are nearer (mean Chamfer) to their caption's reference than the other's."""
     for prompt, other in PAIRS:
