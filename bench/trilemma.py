@@ -132,7 +132,12 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", default=list(trilemma.FAMILY_METHODS), choices=trilemma.FAMILY_METHODS)
-    p.add_argument("--captions", choices=("plain", "all"), default="plain", help="held-out captions to use")
+    p.add_argument(
+        "--captions",
+        choices=("plain", "all", "train"),
+        default="plain",
+        help="held-out captions (plain: one per category; all) or the training-caption control set (train)",
+    )
     p.add_argument("--samples", type=int, default=4, help="samples (seeds) per caption")
     p.add_argument("--refs", type=int, default=4, help="reference shapes per caption")
     p.add_argument("--speed-runs", type=int, default=3)
@@ -153,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     refs = trilemma.reference_sets(cfg)
-    print(
-        f"references: {len(cfg.captions)} held-out captions x {cfg.refs_per_caption} ({time.perf_counter() - t0:.0f} s)"
-    )
+    kind = "training" if args.captions == "train" else "held-out"
+    took = time.perf_counter() - t0
+    print(f"references: {len(cfg.captions)} {kind} captions x {cfg.refs_per_caption} ({took:.0f} s)")
     rows = []
     if not args.no_data_row:
         rows.append(trilemma.reference_row(cfg, refs))

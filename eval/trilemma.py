@@ -29,7 +29,7 @@ import numpy as np
 
 from eval import metrics_sets
 from methods.families import data
-from methods.families.text import COLOURS, tokenize
+from methods.families.text import CATEGORIES, COLOURS, caption, tokenize
 
 FAMILY_METHODS = ("vae", "gan", "ddpm", "score-sde")
 
@@ -59,13 +59,22 @@ def f_score(a: np.ndarray, b: np.ndarray, tau: float) -> float:
 
 
 def heldout_captions(which: str = "plain") -> list[str]:
-    """The held-out captions: ``plain`` (one per category, no size word: 12) or ``all`` (60)."""
-    _, test = data.split_captions()
+    """The held-out captions: ``plain`` (one per category, no size word: 12) or ``all`` (60).
+
+    ``train`` is the control set of training captions: per category, the plain caption with the
+    colour after its held-out one (12). Settings and checkpoints are chosen on it, never on the
+    held-out captions.
+    """
+    train, test = data.split_captions()
     if which == "all":
         return test
     if which == "plain":
         return [c for c in test if len(c.split()) == 3]
-    raise ValueError(f"which must be 'plain' or 'all', got {which!r}")
+    if which == "train":
+        held = dict(data.heldout_pairs())
+        names = data.COLOUR_NAMES
+        return [caption(cat, names[(names.index(held[cat]) + 1) % len(names)]) for cat in CATEGORIES]
+    raise ValueError(f"which must be 'plain', 'all' or 'train', got {which!r}")
 
 
 @dataclass

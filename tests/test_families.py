@@ -53,6 +53,18 @@ def test_data_is_deterministic_and_split_by_caption():
     assert len(text.CATEGORIES) >= 12
 
 
+def test_the_caption_sets_of_the_bench_keep_the_held_out_captions_apart():
+    from eval import trilemma
+
+    train, held = data.split_captions()
+    control, plain = trilemma.heldout_captions("train"), trilemma.heldout_captions("plain")
+    assert set(control) <= set(train) and set(plain) <= set(held) and not set(control) & set(held)
+    categories = [data.parse_caption(c)[0] for c in control]
+    assert sorted(categories) == sorted(text.CATEGORIES) == sorted(data.parse_caption(c)[0] for c in plain)
+    with pytest.raises(ValueError, match="train"):
+        trilemma.heldout_captions("test")
+
+
 @pytest.mark.parametrize("category", text.CATEGORIES)
 def test_reference_mesh_is_watertight(category):
     spec = data.spec_for_caption(f"a red {category}", 0)
