@@ -61,6 +61,15 @@ class EMA:
                 e.copy_(p)
 
 
+def prediction_problem(family: str, prediction: str | None, x0_floor: float | None, weight_cap: float | None) -> str:
+    """Why a network-output choice cannot train (empty if it can): v is the sde's, and has its own loss weight."""
+    if prediction not in (None, "eps") and family != "sde":
+        return f"--prediction {prediction} is for the sde family; DDPM predicts eps (Ho et al.)"
+    if prediction == "v" and (x0_floor is not None or weight_cap is not None):
+        return "--x0-floor / --weight-cap weigh the eps loss; the v loss already weighs x0 errors by 1 + SNR"
+    return ""
+
+
 class Trainer:
     """One family's networks, optimisers and training step. ``step`` returns the losses of the step."""
 
@@ -70,8 +79,9 @@ class Trainer:
         torch.manual_seed(seed)
         self.family, self.cfg, self.hp, self.device = family, cfg, hp, device
         self.noise = diffusion.StructuredNoise(hp.get("noise_offset", 0.0), hp.get("noise_coarse", 0.0))
-        if hp.get("prediction", "eps") != "eps" and family != "sde":
-            raise ValueError(f"--prediction {hp['prediction']} is for the sde family; DDPM predicts eps (Ho et al.)")
+        problem = prediction_problem(family, hp.get("prediction"), hp.get("x0_floor"), hp.get("weight_cap"))
+        if problem:
+            raise ValueError(problem)
         self.prediction = hp.get("prediction", "eps")
         self.hparams = models.default_hparams(family, hp.get("schedule", "linear"), self.noise, self.prediction)
         self.generator = torch.Generator(device=device)
@@ -269,6 +279,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if args.prediction is not None and args.prediction != state["prediction"]:
             raise SystemExit(f"{ckpt_path} predicts {state['prediction']}, not {args.prediction}; drop --resume")
         hp["prediction"] = state["prediction"]
+    problem = prediction_problem(family, hp.get("prediction"), hp.get("x0_floor"), hp.get("weight_cap"))
+    if problem:  # e.g. --x0-floor on resuming a v checkpoint
+        raise SystemExit(problem)
     trainer = Trainer(family, cfg, hp, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     history: list[dict[str, float]] = []
@@ -427,10 +440,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if args.prediction == "v" and args.family != "sde":
-        p.error("--prediction v is for --family sde (DDPM predicts eps, as in Ho et al.)")
-    if args.prediction == "v" and (args.x0_floor is not None or args.weight_cap is not None):
-        p.error("--x0-floor / --weight-cap weigh the eps loss; the v loss already weighs x0 errors by 1 + SNR")
+    problem = prediction_problem(args.family, args.prediction, args.x0_floor, args.weight_cap)
+    if problem:
+        p.error(problem)
     train(args)
     return 0
 
