@@ -16,7 +16,8 @@ from typing import Any
 import gradio as gr
 
 import ui
-from eval.store import outputs_dir
+from eval.store import default_db_path
+from ui import served
 from ui.arena import build_arena_tab
 from ui.leaderboard import build_leaderboard_tab
 from ui.study_tab import build_study_tab
@@ -50,11 +51,14 @@ def build_app(tabs: Sequence[tuple[str, Callable[[], Any]]] = TABS) -> gr.Blocks
 
 
 def launch_kwargs() -> dict[str, Any]:
-    """What ``launch`` needs besides host and port: the look, and the folders whose files may be served."""
+    """What ``launch`` needs besides host and port: the look, and what may be served: assets/ and the exact
+    files of finished runs (published as they are shown), never the run store nor its -wal / -shm."""
+    served.SERVED.publish(ASSETS)
     return {
         "theme": ui.theme(),
         "css": ui.CSS,
-        "allowed_paths": [str(outputs_dir().resolve()), str(ASSETS)],
+        "allowed_paths": served.SERVED,
+        "blocked_paths": served.store_files(default_db_path()),
     }
 
 

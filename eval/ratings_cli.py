@@ -1,6 +1,6 @@
 """``python -m eval ratings export|leaderboard``: the qualitative study from scripts.
 
-The database is TRILEMMA_DB (default ``outputs/trilemma.db``) unless ``--db`` names one.
+The database is TRILEMMA_DB (default ``data/trilemma.db``) unless ``--db`` names one.
 
     python -m eval ratings export --out study/ --format parquet
     python -m eval ratings leaderboard [--criterion overall] [--modality text] [--prompt-set NAME] [--json]
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     board.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     board.add_argument("--seed", type=int, default=0)
     for p in (export, board):
-        p.add_argument("--db", help="the run store (default: $TRILEMMA_DB or outputs/trilemma.db)")
+        p.add_argument("--db", help="the run store (default: $TRILEMMA_DB or data/trilemma.db)")
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(handler=run)
 

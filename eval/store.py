@@ -32,8 +32,13 @@ def outputs_dir() -> Path:
     return Path(os.environ.get("TRILEMMA_OUTPUTS", "outputs"))
 
 
+def data_dir() -> Path:
+    """Private state (the run store): never inside outputs/, whose asset files the app serves."""
+    return Path(os.environ.get("TRILEMMA_DATA", "data"))
+
+
 def default_db_path() -> Path:
-    return Path(os.environ.get("TRILEMMA_DB") or outputs_dir() / "trilemma.db")
+    return Path(os.environ.get("TRILEMMA_DB") or data_dir() / "trilemma.db")
 
 
 # Each migration moves the schema from version i to i + 1; never edit one that has shipped.

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--out", required=True, help="output folder")
     p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting")
-    p_run.add_argument("--db", help="run store (default: $TRILEMMA_DB or outputs/trilemma.db)")
+    p_run.add_argument("--db", help="run store (default: $TRILEMMA_DB or data/trilemma.db)")
     p_run.add_argument("--quiet", action="store_true", help="no progress lines")
     p_run.add_argument("--progress", action="store_true", help="progress lines even when stderr is not a terminal")
     args = parser.parse_args(argv)

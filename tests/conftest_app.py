@@ -124,9 +124,10 @@ def app_methods():
 def app_env(tmp_path_factory: pytest.TempPathFactory):
     """A private store and outputs folder, one CPU thread; the environment is restored afterwards."""
     out = tmp_path_factory.mktemp("app_outputs")
+    data = tmp_path_factory.mktemp("app_data")  # the store lives outside the served outputs, as by default
     env = {
         "TRILEMMA_OUTPUTS": str(out),
-        "TRILEMMA_DB": str(out / "trilemma.db"),
+        "TRILEMMA_DB": str(data / "trilemma.db"),
         "OMP_NUM_THREADS": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
@@ -153,10 +154,7 @@ class AppServer:
     port: int
     demo: object
     outputs: Path
-
-    @property
-    def db(self) -> Path:
-        return self.outputs / "trilemma.db"
+    db: Path  # outside ``outputs``, as the app's default store is
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +165,7 @@ def app_server(app_env, app_methods):
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_kwargs())
     try:
-        yield AppServer(f"http://127.0.0.1:{port}/", port, demo, app_env)
+        yield AppServer(f"http://127.0.0.1:{port}/", port, demo, app_env, Path(os.environ["TRILEMMA_DB"]))
     finally:
         demo.close()
 

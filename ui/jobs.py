@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from eval.protocol import MetricRow
@@ -25,7 +24,7 @@ from eval.runner import execute, prepare
 from eval.store import Store
 from methods.base import Inputs, InvalidInput, InvalidSettings, MethodError, Settings
 from methods.registry import get
-from ui import hosting
+from ui import hosting, served
 from ui.inputs import make_inputs
 from ui.panel import metric_json
 
@@ -286,8 +285,7 @@ def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]
     glb = files.get("glb")
     slot.state, slot.glb, slot.fraction = "done", glb, 1.0
     slot.seconds = sum((record.get("stage_seconds") or {}).values()) or None
-    run_json = Path(glb).parent / "run.json" if glb else None
-    slot.files = [f for f in (glb, files.get("ply"), str(run_json) if run_json and run_json.exists() else None) if f]
+    slot.files = served.publish_run_files(glb, [files.get("ply")])
 
 
 class _Throttle:

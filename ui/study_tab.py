@@ -1,7 +1,8 @@
 """The Study tab: pick a finished study, browse its table and plots, open a cell's asset, rate pairs.
 
 A study is found by its ``manifest.json`` (written by ``python -m eval study run``) under
-``<outputs>/studies/`` or in a folder typed in. Tables and plots come from its report folder
+``<outputs>/studies/`` and chosen by its name: no event takes a folder or file path from the client.
+Tables and plots come from its report folder
 (``python -m eval study report``, or the *Build report* button). Pairs go through the arena's own
 protocol (:func:`eval.ratings.serve_pair` for the chosen runs, then :func:`eval.ratings.vote`), with
 the arena's anonymised viewers and questions and the same per-browser rater id.
@@ -23,7 +24,7 @@ import pandas as pd
 from eval import ratings
 from eval.ratings import CRITERIA, CRITERION_LABELS, Policy, RatingError
 from eval.store import Store, outputs_dir
-from ui import arena
+from ui import arena, served
 
 CELL_HEADERS = ["variant", "input", "seed", "status", "seconds", "error", "run"]
 
@@ -31,7 +32,6 @@ CELL_HEADERS = ["variant", "input", "seed", "status", "seconds", "error", "run"]
 @dataclass
 class StudyTab:
     study: gr.Dropdown
-    folder: gr.Textbox
     refresh: gr.Button
     build: gr.Button
     summary: gr.Markdown
@@ -95,6 +95,14 @@ def load_view(folder: str | Path) -> StudyView:
         str(p) for p in (report / "renders").glob("*.png")
     )
     return StudyView(folder, manifest, cells, summary, plots)
+
+
+def study_folder(name: Any, root: str | Path | None = None) -> str:
+    """The folder of the server's study called ``name``; anything else (a path, an unknown name) is refused."""
+    studies = find_studies(root)
+    if not isinstance(name, str) or name not in studies:
+        raise gr.Error("Unknown study: pick one from the list (press Refresh to see new ones).", print_exception=False)
+    return studies[name]
 
 
 def _fmt(x: Any) -> str:
@@ -171,7 +179,8 @@ def view_values(where: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame, lis
     try:
         view = load_view(where)
     except (ValueError, OSError) as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+        raise gr.Error(served.redact(exc), print_exception=False) from None
+    served.SERVED.publish(*view.plots)
     m = view.manifest
     last = m.get("last_run", {})
     text = (
@@ -182,7 +191,7 @@ def view_values(where: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame, lis
     if view.cells is None:
         text += " No report yet: press **Build report**."
     else:
-        text += f" Report: `{view.folder / 'report' / 'report.html'}`."
+        text += " Report: `report/report.html` in the study's folder."
     variants = list(dict.fromkeys(view.cells["variant"])) if view.cells is not None else []
     return text, summary_table(view.summary), cell_rows(view.cells), view.plots, cell_choices(view.cells), variants
 
@@ -193,18 +202,24 @@ def view_values(where: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame, lis
 def build_study_tab(root: str | Path | None = None, policy: Policy | None = None) -> StudyTab:
     """Build the Study tab in the current Blocks context (call inside ``gr.Tab``)."""
     studies = find_studies(root)
-    default = next(iter(studies.values()), None)
+    default = next(iter(studies), None)
     try:
-        text0, table0, cells0, images0, choices0, variants0 = view_values(default)
+        text0, table0, cells0, images0, choices0, variants0 = view_values(studies.get(default))
     except Exception as exc:  # a broken study folder must not stop the app from starting
-        text0, table0, cells0, images0, choices0, variants0 = f"{default}: {exc}", pd.DataFrame(), None, [], [], []
+        text0, table0, cells0, images0, choices0, variants0 = (
+            f"{default}: {served.redact(exc)}",
+            pd.DataFrame(),
+            None,
+            [],
+            [],
+            [],
+        )
     gr.Markdown(
         "Studies run with `python -m eval study run STUDY.yaml`; their report with `python -m eval study report`. "
         "Pick one to browse its results, open any cell's asset, or rate a pair of its assets in the arena."
     )
     with gr.Row():
-        study = gr.Dropdown(list(studies.items()), value=default, label="Study", scale=2)
-        folder = gr.Textbox(label="or a study folder", placeholder="outputs/studies/NAME", scale=2)
+        study = gr.Dropdown(list(studies), value=default, label="Study", scale=2)
         refresh = gr.Button("Refresh", scale=0, min_width=90)
         build = gr.Button("Build report", scale=0, min_width=120)
     summary = gr.Markdown(text0)
@@ -244,9 +259,12 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
         vote = gr.Button("Vote", variant="primary")
         status = gr.Markdown()
 
-    def show(selected: str | None, typed: str | None):
-        text, table_df, cells_df, images, choices, variants = view_values((typed or "").strip() or selected)
+    def show(selected: str | None):
+        names = list(find_studies(root))
+        folder = study_folder(selected, root) if selected else None
+        text, table_df, cells_df, images, choices, variants = view_values(folder)
         return (
+            gr.update(choices=names, value=selected),
             text,
             table_df,
             cells_df,
@@ -255,40 +273,44 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
             gr.update(choices=variants, value=None),
         )
 
-    def build_report(selected: str | None, typed: str | None):
-        where = (typed or "").strip() or selected
-        if not where:
+    def build_report(selected: str | None):
+        if not selected:
             raise gr.Error("Pick a study first.", print_exception=False)
+        folder = study_folder(selected, root)
         from eval.study import build_report as write_report
         from eval.study import load_study
 
         try:
-            view = load_view(where)
+            view = load_view(folder)
             study = load_study(view.manifest["study_file"])
             study.output = view.folder
             write_report(study, view.store)
-        except (ValueError, OSError) as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        return show(selected, typed)
+        except (ValueError, OSError, KeyError) as exc:
+            raise gr.Error(served.redact(exc), print_exception=False) from None
+        return show(selected)
 
-    def open_cell(selected: str | None, typed: str | None, run_id: str | None):
+    def open_cell(selected: str | None, run_id: str | None):
         if not run_id:
             return None, None, gr.update(value=None)
-        view = load_view((typed or "").strip() or selected)
+        view = load_view(study_folder(selected, root))
+        if view.cells is None or run_id not in set(view.cells["run_id"]):
+            raise gr.Error("Pick a cell of this study.", print_exception=False)
         run = view.store.get_run(run_id)
         row = view.cells[view.cells["run_id"] == run_id].iloc[0]
-        return run.get("asset_path"), run, gr.update(value=row["variant"])
+        asset = run.get("asset_path")
+        served.SERVED.publish(asset)
+        folder = Path(asset).parent if asset else None
+        return asset, served.public_record(run, folder), gr.update(value=row["variant"])
 
     def send_pair(
         browser_id: Any,
         selected: str | None,
-        typed: str | None,
         run_id: str | None,
         other: str | None,
         profile: gr.OAuthProfile | None = None,
     ):
         who, anon = arena.resolve_rater(browser_id, profile)
-        view = load_view((typed or "").strip() or selected)
+        view = load_view(study_folder(selected, root))
         try:
             runs = pair_runs(view.cells, run_id or "", other or "")
             served = ratings.serve_pair(view.store, who, runs=runs, policy=policy or Policy.from_env())
@@ -329,20 +351,19 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
             ),
         )
 
-    outputs = [summary, table, cells, plots, cell, variant_b]
-    gr.on([refresh.click, study.change, folder.submit], show, [study, folder], outputs, api_visibility="private")
-    build.click(build_report, [study, folder], outputs, api_visibility="private")
-    cell.change(open_cell, [study, folder, cell], [viewer, record, variant_a], api_visibility="private")
+    outputs = [study, summary, table, cells, plots, cell, variant_b]
+    gr.on([refresh.click, study.input], show, [study], outputs, api_visibility="private")
+    build.click(build_report, [study], outputs, api_visibility="private")
+    cell.change(open_cell, [study, cell], [viewer, record, variant_a], api_visibility="private")
     send.click(
         send_pair,
-        [rater, study, folder, cell, variant_b],
+        [rater, study, cell, variant_b],
         [rater, pair, left, right, status, *questions.values()],
         api_visibility="private",
     )
     vote.click(cast, [rater, pair, *questions.values()], [rater, pair, status], api_visibility="private")
     return StudyTab(
         study,
-        folder,
         refresh,
         build,
         summary,

@@ -6,7 +6,7 @@
                                         [--retry-failed] [--db PATH] [--quiet]
     python -m eval study report STUDY.yaml [--out DIR] [--no-renders] [--db PATH]
 
-The store is ``--db``, else the study's ``store:``, else TRILEMMA_DB (default outputs/trilemma.db).
+The store is ``--db``, else the study's ``store:``, else TRILEMMA_DB (default data/trilemma.db).
 Exit codes: 0 done (failed cells are results, listed in the report), 2 a bad study file or
 arguments, 1 the store or an executor failed, 130 interrupted (run again to resume).
 """
