@@ -9,6 +9,7 @@ and bad input gets a clear message that names no server path.
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import httpx
@@ -89,3 +90,58 @@ def test_store_is_never_served_even_inside_outputs(monkeypatch, tmp_path):
     from eval.store import default_db_path
 
     assert not default_db_path().resolve().is_relative_to(tmp_path.resolve()), "the default store is not in outputs"
+
+
+def fn_index(server, name: str) -> int:
+    """The index of a private event (hidden from the API page, still callable by index)."""
+    return next(i for i, fn in server.demo.fns.items() if getattr(fn.fn, "__name__", "") == name)
+
+
+def call_event(server, index: int, data: list, session: str | None = None) -> dict:
+    """Call an event by index over plain HTTP, as a visitor can for private events too; the final message."""
+    session = session or secrets.token_hex(8)
+    body = {"data": data, "fn_index": index, "session_hash": session, "event_data": None, "trigger_id": None}
+    with httpx.Client(timeout=120) as http:
+        http.post(f"{server.url}gradio_api/queue/join", json=body).raise_for_status()
+        with http.stream("GET", f"{server.url}gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if message.get("msg") == "process_completed":
+                        return message
+    raise AssertionError("the event never completed")
+
+
+def event_error(message: dict) -> str:
+    assert not message.get("success"), f"the event succeeded: {message}"
+    return str(message.get("output", {}).get("error"))
+
+
+def test_study_events_take_study_names_only(app_server, tmp_path):
+    # a study the server has, listed by name
+    mine = app_server.outputs / "studies" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "manifest.json").write_text(json.dumps({"name": "mine", "cells": 0, "store": str(app_server.db)}))
+    done = call_event(app_server, fn_index(app_server, "show"), ["mine"])
+    assert done["success"], done
+    shown = done["output"]["data"]
+    assert "**mine**" in shown[1] and str(app_server.outputs) not in json.dumps(shown)
+    # a forged study: a manifest the visitor controls, naming a store anywhere and a study file to read
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    target = tmp_path / "created" / "evil.db"
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"private_key": "x"}))
+    (forged / "manifest.json").write_text(
+        json.dumps({"name": "forged", "cells": 1, "store": str(target), "study_file": str(secret)})
+    )
+    for event in ("build_report", "show"):
+        for name in (str(forged), "../" * 6 + str(forged).lstrip("/"), "forged", str(secret)):
+            message = event_error(call_event(app_server, fn_index(app_server, event), [name]))
+            assert "Unknown study" in message, message
+            assert str(tmp_path) not in message and "private_key" not in message
+    assert not target.parent.exists(), "a forged manifest created a folder or database"
+    for name in (str(forged), "mine"):
+        message = event_error(call_event(app_server, fn_index(app_server, "open_cell"), [name, "no-such-run"]))
+        assert message and str(tmp_path) not in message
+    assert not target.parent.exists()

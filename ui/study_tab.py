@@ -219,7 +219,8 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
         "Pick one to browse its results, open any cell's asset, or rate a pair of its assets in the arena."
     )
     with gr.Row():
-        study = gr.Dropdown(list(studies), value=default, label="Study", scale=2)
+        # names only, checked against the server's studies in each event (new ones appear after Refresh)
+        study = gr.Dropdown(list(studies), value=default, label="Study", scale=2, allow_custom_value=True)
         refresh = gr.Button("Refresh", scale=0, min_width=90)
         build = gr.Button("Build report", scale=0, min_width=120)
     summary = gr.Markdown(text0)
