@@ -77,8 +77,43 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
+HUB_PROBE_SECONDS = 3.0  # how long a reachability probe of the hub may take
+HUB_PROBE_TTL = 60.0  # a probe's answer is reused this long
+_PROBES: dict[tuple[str, int], tuple[float, bool]] = {}
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+
+
+def reachable(url: str) -> bool:
+    """Can a TCP connection to ``url``'s host be opened within HUB_PROBE_SECONDS? (cached HUB_PROBE_TTL s)
+
+    One quick probe instead of the hub client's minutes of retries: a host that cannot be reached makes
+    uncached weights unavailable at once rather than inside a GPU slot.
+    """
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    key = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    now = time.monotonic()
+    cached = _PROBES.get(key)
+    if cached is not None and now - cached[0] < HUB_PROBE_TTL:
+        return cached[1]
+    try:
+        with socket.create_connection(key, timeout=HUB_PROBE_SECONDS):
+            ok = True
+    except OSError:
+        ok = False
+    _PROBES[key] = (now, ok)
+    return ok
+
+
 def checkpoint_status(checkpoint: str) -> Availability:
-    """Is a checkpoint (local directory or hub repo id) loadable here? No network is used."""
+    """Is a checkpoint (local directory or hub repo id) loadable here? At most one quick probe of the hub
+    (or of a download URL's host) when the weights are not cached."""
     path = Path(checkpoint).expanduser()
     if checkpoint.startswith((".", "/", "~")) or path.exists():
         if not path.exists():
@@ -88,6 +123,8 @@ def checkpoint_status(checkpoint: str) -> Availability:
         name = checkpoint.rsplit("/", 1)[-1]
         if hub_offline():
             return Availability(False, f"{name} is not cached and downloads are offline (HF_HUB_OFFLINE=1)")
+        if not reachable(checkpoint):
+            return Availability(False, f"{name} is not cached and its download host cannot be reached")
         return Availability(True, f"{name} will be downloaded from {checkpoint} on first run")
     from huggingface_hub import scan_cache_dir  # light; no torch
     from huggingface_hub.errors import CacheNotFound
@@ -102,6 +139,8 @@ def checkpoint_status(checkpoint: str) -> Availability:
         return Availability(
             False, f"weights for {checkpoint} are not in the cache and the hub is unreachable (HF_HUB_OFFLINE=1)"
         )
+    if not reachable(hub_endpoint()):
+        return Availability(False, f"weights for {checkpoint} are not in the cache and the hub cannot be reached")
     return Availability(True, f"{checkpoint} will be downloaded into the Hugging Face cache on first run")
 
 

@@ -161,7 +161,7 @@ BAD_TEXT = [
         "a mug",
         [SPHERE],
         settings_json(**{SPHERE: {"checkpoint": "/nonexistent/trilemma-checkpoint"}}),
-        "checkpoint directory /nonexistent/trilemma-checkpoint does not exist",
+        "checkpoint directory trilemma-checkpoint does not exist",  # messages name no server path
     ),
     ("unavailable method", "a mug", ["app-test-unavailable"], "{}", "not installed: trilemma_no_such_package"),
     ("setting out of range", "a mug", [SPHERE], settings_json(**{SPHERE: {"subdivisions": 9}}), "above its maximum"),

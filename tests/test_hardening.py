@@ -8,6 +8,7 @@ and bad input gets a clear message that names no server path.
 
 from __future__ import annotations
 
+import inspect
 import json
 import secrets
 from pathlib import Path
@@ -145,3 +146,98 @@ def test_study_events_take_study_names_only(app_server, tmp_path):
         message = event_error(call_event(app_server, fn_index(app_server, "open_cell"), [name, "no-such-run"]))
         assert message and str(tmp_path) not in message
     assert not target.parent.exists()
+
+
+# ----------------------------------------------------------------------------- 4: what one request may cost
+
+
+@pytest.fixture
+def public(monkeypatch):
+    """The server acts as a shared host (as on a Space); the test sphere gets a steps ceiling of 10."""
+    monkeypatch.setenv("TRILEMMA_PUBLIC", "1")
+    monkeypatch.setenv("TRILEMMA_PUBLIC_CEILINGS", json.dumps({SPHERE: {"steps": 10}}))
+
+
+def run_count(server) -> int:
+    return len(Store(server.db).runs(limit=100000))
+
+
+def test_public_request_over_a_ceiling_is_refused(app_server, app_client, public, checkpoint_dir):
+    from gradio_client.exceptions import AppError
+
+    before = run_count(app_server)
+    with pytest.raises(AppError, match="steps = 20 is above this public server's limit of 10"):
+        text_to_3d(app_client, "a costly ball", [SPHERE], settings=json.dumps({SPHERE: {"steps": 20}}))
+    # a setting that names a server path cannot be changed at all: one message, whether or not it exists
+    messages = set()
+    for path in (checkpoint_dir, checkpoint_dir / "missing", "/etc", app_server.db):
+        with pytest.raises(AppError) as err:
+            text_to_3d(app_client, "a ball", [SPHERE], settings=json.dumps({SPHERE: {"checkpoint": str(path)}}))
+        messages.add(str(err.value))
+    assert len(messages) == 1 and "cannot be changed on this public server" in messages.pop()
+    assert run_count(app_server) == before, "a refused request stored a run"
+    files, report = text_to_3d(app_client, "a cheap ball", [SPHERE], settings=json.dumps({SPHERE: {"steps": 10}}))
+    assert report["runs"][0]["status"] == "done" and run_count(app_server) == before + 1
+
+
+def test_nerf_budget_is_capped_on_a_public_host(monkeypatch):
+    import methods
+    from methods.base import InvalidSettings
+    from ui import public
+
+    nerf = methods.get("nerf")
+    defaults = nerf.default_settings("video")
+    asked = type(defaults).from_dict({"budget_seconds": 3600}, base=defaults)
+    assert public.limit_settings("nerf", asked, defaults) is asked, "no ceiling off a shared host"
+    monkeypatch.setenv("TRILEMMA_PUBLIC", "1")
+    with pytest.raises(InvalidSettings, match="budget_seconds = 3600 is above this public server's limit of 300"):
+        public.limit_settings("nerf", asked, defaults)
+    assert public.limit_settings("nerf", defaults, defaults).budget_seconds == 300, "auto budget becomes the ceiling"
+
+
+def test_one_session_cannot_queue_a_second_job(app_server, public):
+    from gradio_client import Client
+    from gradio_client.exceptions import ValidationError
+
+    slow = json.dumps({SPHERE: {"steps": 6, "delay": 0.5}})
+    first, other = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
+    running = first.submit("a slow ball", [SPHERE], 0, False, slow, api_name="/text_to_3d")
+    while not running.status().code.name in ("PROCESSING", "ITERATING"):
+        pass
+    with pytest.raises(ValidationError, match="already have a job waiting or running"):
+        first.predict("another ball", [SPHERE], 0, False, "{}", api_name="/text_to_3d")
+    files, report = other.predict("a ball from someone else", [SPHERE], 0, False, "{}", api_name="/text_to_3d")
+    assert report["runs"][0]["status"] == "done"
+    assert running.result()[1]["runs"][0]["status"] == "done"
+    files, report = first.predict("now my next ball", [SPHERE], 0, False, "{}", api_name="/text_to_3d")
+    assert report["runs"][0]["status"] == "done", "the session may queue again once its job ended"
+    gpu_events = [fn for fn in app_server.demo.fns.values() if fn.concurrency_id == "gpu"]
+    assert len(gpu_events) == 6, "three modality tabs, each with its Generate button and its API endpoint"
+    for fn in gpu_events:  # the UI's Generate events get the same validator, with the request after their inputs
+        assert fn.validator is not None
+        assert list(inspect.signature(fn.validator).parameters)[len(fn.inputs)] == "request"
+
+
+def test_uncached_weights_with_the_hub_unreachable_fail_fast(app_server, app_client, monkeypatch):
+    import time
+
+    from gradio_client.exceptions import AppError
+
+    from methods import registry
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(registry, "_PROBES", {})
+    settings = json.dumps({SPHERE: {"checkpoint": "trilemma-tests/never-cached-model"}})
+    started = time.monotonic()
+    with pytest.raises(AppError, match="not in the cache and the hub cannot be reached"):
+        text_to_3d(app_client, "a ball with weights", [SPHERE], settings=settings)
+    assert time.monotonic() - started < 30, "resolving the weights took minutes (hub retries) instead of one probe"
+    row = next(r for r in registry.listing("text") if r["id"] == SPHERE)
+    assert row["available"], "the test sphere needs no weights by default"
+
+
+def closed_port() -> int:
+    from tests.conftest_app import free_port
+
+    return free_port()  # bound and released: nothing listens there

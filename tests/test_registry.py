@@ -1,4 +1,5 @@
 import json
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import methods
+from methods import registry
 from methods.base import Method, Settings, UnknownMethod, setting
 from methods.registry import availability, checkpoint_status, listing, register, unregister
 
@@ -56,7 +58,16 @@ def test_offline_and_uncached_weights_give_a_reason(dummy, monkeypatch):
     row = next(r for r in listing("text") if r["id"] == dummy.id)
     assert row["available"] is False and "HF_HUB_OFFLINE" in row["reason"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    assert availability(dummy.id).ok  # online: it would download on first run
+    with socket.socket() as hub:  # a hub that accepts connections: it would download on first run
+        hub.bind(("127.0.0.1", 0))
+        hub.listen()
+        port = hub.getsockname()[1]
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setattr(registry, "_PROBES", {})
+        assert availability(dummy.id).ok
+    monkeypatch.setattr(registry, "_PROBES", {})  # the port is closed now: the hub is unreachable
+    status = availability(dummy.id)
+    assert not status.ok and "cannot be reached" in status.reason
 
 
 def test_local_checkpoint_status(tmp_path):

@@ -21,7 +21,7 @@ import gradio as gr
 from methods import runtime
 from methods.base import MethodError
 from methods.registry import get, listing
-from ui import jobs
+from ui import jobs, public
 from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
@@ -262,6 +262,7 @@ def build_modality_tab(modality: str) -> ModalityTab:
         show_progress="minimal",
         concurrency_limit=1,
         concurrency_id=GPU_CONCURRENCY_ID,
+        validator=public.admit(5 + len(setting_components)),  # a shared host's per-session share of the queue
     )
     _build_api(tab)
     return tab
@@ -404,4 +405,5 @@ def _build_api(tab: ModalityTab) -> None:
         api_name=API_NAMES[modality],
         concurrency_limit=1,
         concurrency_id=GPU_CONCURRENCY_ID,
+        validator=public.admit(len(tab.api_inputs)),
     )

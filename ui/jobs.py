@@ -24,7 +24,7 @@ from eval.runner import execute, prepare
 from eval.store import Store
 from methods.base import Inputs, InvalidInput, InvalidSettings, MethodError, Settings
 from methods.registry import get
-from ui import hosting, served
+from ui import hosting, public, served
 from ui.inputs import make_inputs
 from ui.panel import metric_json
 
@@ -194,11 +194,13 @@ def _plan_run(method_id: str, inputs: Inputs, overrides: dict[str, Any]) -> Plan
     except MethodError as exc:
         return PlannedRun(method_id, method_id, error=str(exc))
     try:
+        public.check_path_settings(method_id, overrides, method.default_settings(inputs.modality))
         method, resolved = prepare(method_id, inputs, overrides)
+        resolved = public.limit_settings(method_id, resolved, method.default_settings(inputs.modality))
         seconds = float(method.estimate_seconds(resolved, gpu=True))
         here = float(method.estimate_seconds(resolved, gpu=can_run_again()))
     except MethodError as exc:
-        return PlannedRun(method_id, method.label, error=str(exc))
+        return PlannedRun(method_id, method.label, error=served.redact(exc))
     expected = f"about {format_seconds(here)} on this {'GPU' if can_run_again() else 'CPU'}"
     return PlannedRun(
         method_id,
@@ -257,11 +259,11 @@ def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store:
                 elif event.kind == "done":
                     _finish(slot, event.files, event.record or {})
     except MethodError as exc:
-        slot.state, slot.message = "failed", str(exc)
+        slot.state, slot.message = "failed", served.redact(exc)
         return
     except Exception as exc:  # a bug or a crash inside one method must not stop the others
         log.exception("%s failed", run.method_id)
-        slot.state, slot.message = "failed", f"{type(exc).__name__}: {exc}"
+        slot.state, slot.message = "failed", served.redact(f"{type(exc).__name__}: {exc}")
         return
     state.metrics.extend((slot.label, row) for row in rows)
     state.metric_records.extend(metric_json(run.method_id, slot.run_id or "", row) for row in rows)
