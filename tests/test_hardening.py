@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import secrets
+import time
 from pathlib import Path
 
 import httpx
@@ -202,8 +203,8 @@ def test_one_session_cannot_queue_a_second_job(app_server, public):
     slow = json.dumps({SPHERE: {"steps": 6, "delay": 0.5}})
     first, other = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
     running = first.submit("a slow ball", [SPHERE], 0, False, slow, api_name="/text_to_3d")
-    while not running.status().code.name in ("PROCESSING", "ITERATING"):
-        pass
+    while running.status().code.name not in ("PROCESSING", "ITERATING"):
+        time.sleep(0.05)
     with pytest.raises(ValidationError, match="already have a job waiting or running"):
         first.predict("another ball", [SPHERE], 0, False, "{}", api_name="/text_to_3d")
     files, report = other.predict("a ball from someone else", [SPHERE], 0, False, "{}", api_name="/text_to_3d")
@@ -219,8 +220,6 @@ def test_one_session_cannot_queue_a_second_job(app_server, public):
 
 
 def test_uncached_weights_with_the_hub_unreachable_fail_fast(app_server, app_client, monkeypatch):
-    import time
-
     from gradio_client.exceptions import AppError
 
     from methods import registry
