@@ -21,6 +21,8 @@ Raters are ids, never addresses: ``anon-<random>`` made per browser, or ``hf:<us
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -133,6 +135,26 @@ class Policy:
 def new_rater_id() -> str:
     """A fresh anonymous rater id (kept per browser by the UI); random, so it says nothing about anyone."""
     return "anon-" + secrets.token_urlsafe(12)
+
+
+def issue_token(key: bytes, rater: str | None = None) -> str:
+    """A rater token: ``<rater id>.<HMAC of the id under the server's key>``. Only the server can make one."""
+    rater = check_rater(rater or new_rater_id())
+    return f"{rater}.{_token_mac(key, rater)}"
+
+
+def token_rater(token: Any, key: bytes) -> str | None:
+    """The rater id a token was issued for, or None for anything the server did not sign with ``key``."""
+    if not isinstance(token, str) or len(token) > 200 or "." not in token:
+        return None
+    rater, _, mac = token.rpartition(".")
+    if not RATER_PATTERN.match(rater) or not hmac.compare_digest(mac, _token_mac(key, rater)):
+        return None
+    return rater
+
+
+def _token_mac(key: bytes, rater: str) -> str:
+    return hmac.new(key, rater.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def hf_rater_id(username: str) -> str:

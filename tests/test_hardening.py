@@ -240,3 +240,55 @@ def closed_port() -> int:
     from tests.conftest_app import free_port
 
     return free_port()  # bound and released: nothing listens there
+
+
+# ----------------------------------------------------------------------------- 5: votes cannot be stuffed
+
+ANSWERS = ("left", "tie", "both_bad", "left")
+
+
+def vote_count(server) -> int:
+    return Store(server.db).read("SELECT count(*) FROM votes")[0][0]
+
+
+def test_votes_need_a_server_issued_token_bound_to_the_served_pair(app_server, app_client, monkeypatch):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from eval import ratings
+    from ui import arena
+
+    monkeypatch.setenv("TRILEMMA_MIN_VIEW_SECONDS", "0")
+    monkeypatch.setenv("TRILEMMA_RATERS_PER_CONNECTION", "3")
+    monkeypatch.setattr(arena, "CONNECTIONS", arena.ConnectionLimits())
+    text_to_3d(app_client, "an arena mug", [SPHERE, "app-test-points"], seed=2)  # a pair: two methods, one input
+    before = vote_count(app_server)
+    voter = Client(app_server.url, verbose=False)
+    out = voter.predict(None, "text", "any", "Textured", api_name="/arena_new_pair")
+    token = out[0]
+    assert token.startswith("anon-") and "." in token and out[1] is not None, out[5]
+    for forged in ("anon-forged-rater", "anon-forged-rater.0123456789abcdef", ratings.issue_token(b"another key")):
+        with pytest.raises(AppError, match="not issued by this server"):
+            voter.predict(forged, *ANSWERS, api_name="/arena_vote")
+    assert vote_count(app_server) == before, "a forged token's vote was counted"
+    assert voter.predict(token, *ANSWERS, api_name="/arena_vote")[0] == token
+    assert vote_count(app_server) == before + 1
+    with pytest.raises(AppError, match="already has your vote"):
+        voter.predict(token, *ANSWERS, api_name="/arena_vote")  # replayed in the same session
+    replay = Client(app_server.url, verbose=False)
+    with pytest.raises(AppError, match="No pair is being shown"):
+        replay.predict(token, *ANSWERS, api_name="/arena_vote")  # replayed from another session
+    assert vote_count(app_server) == before + 1
+
+    # fresh identities from one connection are limited: at most 3 an hour (one went to the voter above)
+    statuses = [
+        Client(app_server.url, verbose=False).predict(None, "text", "any", "Textured", api_name="/arena_new_pair")[5]
+        for _ in range(4)
+    ]
+    refused = [s for s in statuses if "too many new raters from this connection" in s]
+    assert len(refused) == 2, statuses
+    stored = Store(app_server.db).read("SELECT DISTINCT rater FROM pairs")
+    assert "anon-forged-rater" not in {r[0] for r in stored}
+
+    summary = app_client.predict("any", "any", False, api_name="/leaderboard")[0]
+    assert "votes from" in summary and "raters" in summary, summary

@@ -181,14 +181,20 @@ def test_likert_row_through_the_api(client, study):
     from gradio_client.exceptions import AppError
 
     before = study.store.read("SELECT count(*) FROM ratings")[0][0]
-    rater, status = client.predict("anon-likert1", 4, None, None, 5, api_name="/rate_asset")
-    assert rater == "anon-likert1" and "Saved 2 ratings" in status
+    token, status = client.predict(None, 4, None, None, 5, api_name="/rate_asset")  # the server issues a token
+    assert token.startswith("anon-") and "Saved 2 ratings" in status
+    rater = token.rpartition(".")[0]
+    again, _ = client.predict(token, 3, None, None, None, api_name="/rate_asset")
+    assert again == token  # the same rater keeps its token
     with pytest.raises(AppError):
-        client.predict("anon-likert1", 7, None, None, None, api_name="/rate_asset")
+        client.predict(token, 7, None, None, None, api_name="/rate_asset")
     with pytest.raises(AppError, match="at least one criterion"):
-        client.predict("anon-likert1", None, None, None, None, api_name="/rate_asset")
+        client.predict(token, None, None, None, None, api_name="/rate_asset")
+    forged, _ = client.predict("anon-likert1", 2, None, None, None, api_name="/rate_asset")
+    assert forged != "anon-likert1", "an id the client made up is never used: it gets a fresh server-issued one"
     rows = study.store.read("SELECT rater, criterion, score FROM ratings ORDER BY id")[before:]
-    assert [tuple(r) for r in rows] == [("anon-likert1", "geometry", 4), ("anon-likert1", "overall", 5)]
+    assert [tuple(r) for r in rows[:3]] == [(rater, "geometry", 4), (rater, "overall", 5), (rater, "geometry", 3)]
+    assert rows[3][0] == forged.rpartition(".")[0] and "anon-likert1" not in {r[0] for r in rows}
 
 
 def test_rater_ids(monkeypatch: pytest.MonkeyPatch):
@@ -201,8 +207,9 @@ def test_rater_ids(monkeypatch: pytest.MonkeyPatch):
     assert arena.hf_login_enabled()
     monkeypatch.setenv("TRILEMMA_HF_LOGIN", "0")
     assert not arena.hf_login_enabled()
-    rater, anon = arena.resolve_rater(None)
-    assert rater == anon and anon.startswith("anon-")
-    assert arena.resolve_rater(anon) == (anon, anon)
+    rater, token = arena.resolve_rater(None)
+    assert rater.startswith("anon-") and token.startswith(rater + ".")
+    assert arena.resolve_rater(token) == (rater, token)
     assert arena.resolve_rater("forged id with spaces")[0].startswith("anon-")
-    assert arena.resolve_rater(anon, SimpleNamespace(username="ada"))[0] == "hf:ada"
+    assert arena.resolve_rater(rater)[0] != rater, "an unsigned id is not an identity"
+    assert arena.resolve_rater(token, SimpleNamespace(username="ada"))[0] == "hf:ada"

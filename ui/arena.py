@@ -2,13 +2,16 @@
 
 Also :func:`likert_row`, a 1-5 rating row for any asset (the modality tabs put one under each viewer).
 
-Raters are ids only: an anonymous ``anon-<random>`` id kept in the browser's localStorage
-(``gr.BrowserState``), or ``hf:<user name>`` after Hugging Face sign-in, offered only on a Space with
-TRILEMMA_HF_LOGIN=1. No IP address is read or stored. All the checks (pair served to this rater,
-minimum viewing time, one vote per pair, rate limits) happen in :mod:`eval.ratings`, on the server;
-the UI only mirrors them. The assets shown are copies without the glTF metadata (which names the
-method), under names derived from a per-process secret, so neither the file nor its name tells
-which method made it.
+Raters are ids only: an anonymous ``anon-<random>`` id that the server issues as a signed token
+(``<id>.<HMAC>``, key from TRILEMMA_RATER_SECRET, else random per process) kept in the browser's
+localStorage (``gr.BrowserState``), or ``hf:<user name>`` after Hugging Face sign-in, offered only on a
+Space with TRILEMMA_HF_LOGIN=1. A token the server did not sign is never used as an identity: it gets a
+fresh one (serving, rating) or the vote is refused. New identities and votes are also limited per
+connection (the client address, counted in memory for the window only, never stored).
+All the checks (pair served to this rater, minimum viewing time, one vote per pair, rate limits)
+happen in :mod:`eval.ratings`, on the server; the UI only mirrors them. The assets shown are copies
+without the glTF metadata (which names the method), under names derived from a per-process secret,
+so neither the file nor its name tells which method made it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +60,9 @@ QUESTIONS = {
     "overall": "Which one is better overall?",
 }
 _NAME_SALT = secrets.token_hex(16)  # per process: viewer file names cannot be mapped back to run ids
+_PROCESS_KEY = secrets.token_bytes(32)  # signs rater tokens when TRILEMMA_RATER_SECRET is not set
+RATERS_PER_CONNECTION_HOUR = 20  # new anonymous identities one client address may get in an hour
+VOTES_PER_CONNECTION_MINUTE = 20  # votes (and Likert submissions) from one client address in a minute
 
 
 def hf_login_enabled() -> bool:
@@ -68,15 +76,74 @@ def rater_state() -> gr.BrowserState:
     return gr.BrowserState(None, storage_key=RATER_STORAGE_KEY, secret=secret)
 
 
-def resolve_rater(browser_id: Any, profile: gr.OAuthProfile | None = None) -> tuple[str, str]:
-    """``(rater, browser id)``: the signed-in ``hf:`` id, else this browser's anonymous id (made if missing)."""
-    anon = browser_id if isinstance(browser_id, str) and browser_id.startswith("anon-") else None
-    try:
-        anon = ratings.check_rater(anon) if anon else ratings.new_rater_id()
-    except RatingError:
-        anon = ratings.new_rater_id()
+def token_key() -> bytes:
+    secret = os.environ.get("TRILEMMA_RATER_SECRET", "").strip()
+    return hashlib.sha256(b"trilemma3d rater token:" + secret.encode()).digest() if secret else _PROCESS_KEY
+
+
+class ConnectionLimits:
+    """Sliding-window counts per client address and kind, in memory only (no address is ever stored)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[tuple[str, str], deque[float]] = {}
+
+    def allowed(self, kind: str, host: str | None, limit: int, window: float) -> bool:
+        if not host or limit <= 0:
+            return True
+        with self._lock:
+            hits = self._hits.setdefault((kind, host), deque())
+            while hits and hits[0] < time.monotonic() - window:
+                hits.popleft()
+            return len(hits) < limit
+
+    def record(self, kind: str, host: str | None) -> None:
+        if host:
+            with self._lock:
+                self._hits.setdefault((kind, host), deque()).append(time.monotonic())
+
+
+CONNECTIONS = ConnectionLimits()
+
+
+def _env_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw.isdigit() else default
+
+
+def connection(request: Any) -> str | None:
+    return getattr(getattr(request, "client", None), "host", None)
+
+
+def resolve_rater(
+    token: Any, profile: gr.OAuthProfile | None = None, request: Any = None, *, issue: bool = True
+) -> tuple[str, str]:
+    """``(rater, token)``: the signed-in ``hf:`` id, else the id this server signed into ``token``.
+
+    Without a valid token a new one is issued (``issue``; at most TRILEMMA_RATERS_PER_CONNECTION an hour
+    per client address), or, where a vote needs the identity a pair was served to, RatingError.
+    """
+    key = token_key()
+    rater = ratings.token_rater(token, key)
+    if rater is None:
+        if not issue:
+            raise RatingError("your rater token was not issued by this server; press New pair to get one")
+        host = connection(request)
+        limit = _env_limit("TRILEMMA_RATERS_PER_CONNECTION", RATERS_PER_CONNECTION_HOUR)
+        if not CONNECTIONS.allowed("rater", host, limit, 3600):
+            raise ratings.RateLimited("too many new raters from this connection; try again in an hour")
+        CONNECTIONS.record("rater", host)
+        token = ratings.issue_token(key)
+        rater = ratings.token_rater(token, key)
     username = getattr(profile, "username", None) if profile is not None else None
-    return (ratings.hf_rater_id(username) if username else anon), anon
+    return (ratings.hf_rater_id(username) if username else rater), token
+
+
+def count_vote(request: Any, kind: str = "vote") -> None:
+    """Refuse a vote or rating beyond TRILEMMA_VOTES_PER_CONNECTION a minute from one client address."""
+    limit = _env_limit("TRILEMMA_VOTES_PER_CONNECTION", VOTES_PER_CONNECTION_MINUTE)
+    if not CONNECTIONS.allowed(kind, connection(request), limit, 60):
+        raise ratings.RateLimited("too many votes from this connection: take your time")
 
 
 # ----------------------------------------------------------------------------- viewer files
@@ -215,11 +282,17 @@ def build_arena_tab(store: Store | None = None, policy: Policy | None = None) ->
     timer = gr.Timer(0.5, active=False)
 
     def serve(
-        browser_id: Any, kind: str, pset: str, mode: str, profile: gr.OAuthProfile | None = None
+        browser_id: Any,
+        kind: str,
+        pset: str,
+        mode: str,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request = None,
     ) -> tuple[Any, ...]:
-        who, anon = resolve_rater(browser_id, profile)
         clear = [gr.update(value=None) for _ in CRITERIA]
+        anon = browser_id if isinstance(browser_id, str) else None
         try:
+            who, anon = resolve_rater(browser_id, profile, request)
             served = ratings.serve_pair(
                 get_store(),
                 who,
@@ -285,15 +358,18 @@ def build_arena_tab(store: Store | None = None, policy: Policy | None = None) ->
         alignment: str | None,
         overall: str | None,
         profile: gr.OAuthProfile | None = None,
+        request: gr.Request = None,
     ):
-        who, anon = resolve_rater(browser_id, profile)
         if not state:
             raise gr.Error("No pair is being shown: press New pair first.", print_exception=False)
         answers = {"geometry": geometry, "appearance": appearance, "alignment": alignment, "overall": overall}
         try:
+            who, anon = resolve_rater(browser_id, profile, request, issue=False)
+            count_vote(request)
             result = ratings.vote(get_store(), state["id"], who, answers, policy=get_policy())
         except RatingError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        CONNECTIONS.record("vote", connection(request))
         _sync_vote(get_store(), result.vote_id)
         state = {**state, "voted": True}
         text = (
@@ -439,16 +515,19 @@ def likert_row(
         alignment: int | None,
         overall: int | None,
         profile: gr.OAuthProfile | None = None,
+        request: gr.Request = None,
     ):
-        who, anon = resolve_rater(browser_id, profile)
         run = current.get("id") if isinstance(current, dict) else current
         if not run:
             raise gr.Error("There is no asset to rate yet: generate one first.", print_exception=False)
         scores = {"geometry": geometry, "appearance": appearance, "alignment": alignment, "overall": overall}
         try:
+            who, anon = resolve_rater(browser_id, profile, request)
+            count_vote(request, "rating")
             ids = ratings.rate(get_store(), str(run), who, scores, policy=policy or Policy.from_env())
         except RatingError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        CONNECTIONS.record("rating", connection(request))
         _sync_ratings(get_store(), ids)
         return anon, f"Saved {len(ids)} rating{'s' * (len(ids) != 1)}, thank you."
 

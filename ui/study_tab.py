@@ -309,10 +309,11 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
         run_id: str | None,
         other: str | None,
         profile: gr.OAuthProfile | None = None,
+        request: gr.Request = None,
     ):
-        who, anon = arena.resolve_rater(browser_id, profile)
         view = load_view(study_folder(selected, root))
         try:
+            who, anon = arena.resolve_rater(browser_id, profile, request)
             runs = pair_runs(view.cells, run_id or "", other or "")
             served = ratings.serve_pair(view.store, who, runs=runs, policy=policy or Policy.from_env())
         except (ValueError, RatingError) as exc:
@@ -329,11 +330,22 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
             *(gr.update(value=None) for _ in CRITERIA),
         )
 
-    def cast(browser_id: Any, state: dict | None, *answers: str | None, profile: gr.OAuthProfile | None = None):
-        who, anon = arena.resolve_rater(browser_id, profile)
+    def cast(
+        browser_id: Any,
+        state: dict | None,
+        geometry: str | None,
+        appearance: str | None,
+        alignment: str | None,
+        overall: str | None,
+        profile: gr.OAuthProfile | None = None,
+        request: gr.Request = None,
+    ):
+        answers = (geometry, appearance, alignment, overall)  # CRITERIA's order
         if not state:
             raise gr.Error("Send a pair to the arena first.", print_exception=False)
         try:
+            who, anon = arena.resolve_rater(browser_id, profile, request, issue=False)
+            arena.count_vote(request)
             result = ratings.vote(
                 Store(state["store"]),
                 state["id"],
@@ -343,6 +355,7 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
             )
         except RatingError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        arena.CONNECTIONS.record("vote", arena.connection(request))
         return (
             anon,
             None,
