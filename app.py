@@ -9,6 +9,7 @@ through eval.runner, each inside its own tab module.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from ui import served
 from ui.arena import build_arena_tab
 from ui.leaderboard import build_leaderboard_tab
 from ui.study_tab import build_study_tab
+
+log = logging.getLogger(__name__)
 
 QUEUE_MAX_SIZE = 20  # waiting requests beyond this are turned away instead of piling up
 DELETE_CACHE = (3600, 86400)  # every hour, drop gradio's copies of files older than a day
@@ -62,7 +65,19 @@ def launch_kwargs() -> dict[str, Any]:
     }
 
 
+def close_dead_runs() -> list[str]:
+    """At start-up: runs left "running" by a process that died are marked failed (interrupted), empty folders go."""
+    from eval.runner import close_dead_runs as close
+    from eval.store import Store
+
+    closed = close(Store())
+    if closed:
+        log.warning("marked %d run(s) left running by a stopped process as interrupted", len(closed))
+    return closed
+
+
 def main() -> None:
+    close_dead_runs()
     build_app().launch(server_name=ui.hosting.server_name(), server_port=ui.hosting.server_port(), **launch_kwargs())
 
 

@@ -7,7 +7,9 @@ exported, recorded and scored the same way. Methods never score themselves.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -92,7 +94,7 @@ def execute(
         "inputs": inputs.describe(),
         "settings": resolved.to_dict(),
         "seed": int(resolved.seed),
-        "hardware": runtime.hardware(),
+        "hardware": {**runtime.hardware(), "process": process_tag()},  # who runs it: see close_dead_runs
         "versions": runtime.versions(),
         "protocol_version": PROTOCOL_VERSION,
         "created": time.time(),
@@ -175,6 +177,67 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)
+
+
+INTERRUPTED = "interrupted: the process running it stopped before it finished"
+
+
+def process_tag() -> dict[str, Any]:
+    """This process, as a run's owner: host, pid and the pid's start time (so a reused pid is not taken for it)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22, the start time in clock ticks since boot
+
+
+def process_alive(tag: dict[str, Any]) -> bool:
+    """Is the process in ``tag`` still running? A tag from another host is taken as dead: a SQLite store is
+    used from one machine (a restarted container gets a new host name)."""
+    if tag.get("host") != socket.gethostname():
+        return False
+    pid = int(tag.get("pid") or 0)
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's live process
+    start = _process_start(pid)
+    return not (tag.get("start") and start and start != tag["start"])
+
+
+def close_dead_runs(store: Store, out_root: str | Path | None = None) -> list[str]:
+    """Mark runs left 'running' by a process that no longer exists as failed (``INTERRUPTED``) and remove
+    their folders under ``out_root`` when empty. Runs without an owner tag (study replays, older
+    versions) are left alone; the study runner closes its own. Returns the ids it closed."""
+    root = Path(out_root or outputs_dir())
+    closed = []
+    for row in store.read("SELECT id, hardware FROM runs WHERE status = 'running'"):
+        owner = json.loads(row["hardware"] or "{}").get("process")
+        if not isinstance(owner, dict) or process_alive(owner):
+            continue
+
+        def close(conn, run_id=row["id"]) -> int:
+            return conn.execute(
+                "UPDATE runs SET status = 'failed', error = ?, finished = ? WHERE id = ? AND status = 'running'",
+                (INTERRUPTED, time.time(), run_id),
+            ).rowcount
+
+        if store.write(close):
+            closed.append(row["id"])
+            folder = root / row["id"]
+            if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+                for sub in sorted(folder.rglob("*"), reverse=True):
+                    sub.rmdir()
+                folder.rmdir()
+    return closed
 
 
 def run_to_completion(method_id: str, inputs: Inputs, settings: Settings | dict | None = None, **kw: Any) -> RunEvent:

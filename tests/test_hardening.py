@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -292,3 +296,91 @@ def test_votes_need_a_server_issued_token_bound_to_the_served_pair(app_server, a
 
     summary = app_client.predict("any", "any", False, api_name="/leaderboard")[0]
     assert "votes from" in summary and "raters" in summary, summary
+
+
+# ----------------------------------------------------------------------------- 6: a killed app
+
+
+APP_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from methods.registry import register
+from tests.conftest_app import TEST_METHODS
+for cls in TEST_METHODS:
+    register(cls)
+import app
+app.main()
+"""
+
+
+def start_app(tmp_path, name: str) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` (with the test methods) in a process of its own; returns it once it serves."""
+    from tests.conftest_app import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRILEMMA_OUTPUTS": str(tmp_path / "outputs"),
+        "TRILEMMA_DB": str(tmp_path / "data" / "trilemma.db"),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen([sys.executable, "-c", APP_SCRIPT.format(root=str(ROOT))], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
+def test_a_run_killed_with_its_app_is_marked_interrupted_at_restart(tmp_path):
+    from gradio_client import Client
+
+    first, url = start_app(tmp_path, "first")
+    try:
+        client = Client(url, verbose=False)
+        slow = json.dumps({SPHERE: {"steps": 50, "delay": 2.0}})
+        client.submit("a ball that never ends", [SPHERE], 0, False, slow, api_name="/text_to_3d")
+        store = Store(tmp_path / "data" / "trilemma.db")
+        while not store.runs(status="running"):
+            assert first.poll() is None
+            time.sleep(0.1)
+        run = store.runs(status="running")[0]
+        folder = tmp_path / "outputs" / run["id"]
+        assert folder.is_dir() and not any(folder.iterdir()), "mid-run: the run's folder exists, still empty"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert store.get_run(run["id"])["status"] == "running", "the killed process could not close its run"
+    second, url = start_app(tmp_path, "second")
+    try:
+        closed = store.get_run(run["id"])
+        assert closed["status"] == "failed" and closed["error"].startswith("interrupted"), closed
+        assert not folder.exists(), "the interrupted run's empty folder was removed"
+        files, report = Client(url, verbose=False).predict("a ball after the restart", [SPHERE], 0, False, "{}",
+                                                           api_name="/text_to_3d")  # fmt: skip
+        assert report["runs"][0]["status"] == "done" and store.integrity_ok()
+    finally:
+        second.terminate()
+        second.wait()
+
+
+def test_close_dead_runs_leaves_live_and_untagged_runs_alone(tmp_path):
+    from eval.runner import close_dead_runs, process_tag
+
+    store = Store(tmp_path / "runs.db")
+    dead = {**process_tag(), "pid": process_tag()["pid"], "start": "0"}  # this pid, another start: a reused pid
+    for run_id, hardware in (("live", {"process": process_tag()}), ("dead", {"process": dead}), ("untagged", {})):
+        store.start_run({"id": run_id, "method": SPHERE, "modality": "text", "inputs_hash": "h", "hardware": hardware})
+        (tmp_path / "out" / run_id / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "live" / "partial.glb").write_bytes(b"x")
+    assert close_dead_runs(store, tmp_path / "out") == ["dead"]
+    assert [store.get_run(r)["status"] for r in ("live", "dead", "untagged")] == ["running", "failed", "running"]
+    assert not (tmp_path / "out" / "dead").exists() and (tmp_path / "out" / "live" / "partial.glb").exists()
