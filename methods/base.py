@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import typing
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -21,6 +22,14 @@ from PIL import Image
 Modality = Literal["text", "image", "video"]
 MODALITIES: tuple[str, ...] = ("text", "image", "video")
 MAX_PROMPT_CHARS = 2000
+# ANSI escape sequences (CSI, OSC), then any other control or bidirectional-override character
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without terminal escapes, NUL and other control characters (tabs and newlines stay)."""
+    return _CONTROLS.sub("", _ANSI.sub("", text))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -213,6 +222,8 @@ class Inputs:
         if self.modality not in MODALITIES:
             raise InvalidInput(f"unknown modality {self.modality!r}; expected one of {', '.join(MODALITIES)}")
         if self.modality == "text":
+            if isinstance(self.prompt, str):
+                self.prompt = strip_controls(self.prompt)  # stored as the method sees it
             if self.prompt is None or not self.prompt.strip():
                 raise InvalidInput("the prompt is empty: describe the object to generate")
             if len(self.prompt) > MAX_PROMPT_CHARS:

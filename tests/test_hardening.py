@@ -384,3 +384,59 @@ def test_close_dead_runs_leaves_live_and_untagged_runs_alone(tmp_path):
     assert close_dead_runs(store, tmp_path / "out") == ["dead"]
     assert [store.get_run(r)["status"] for r in ("live", "dead", "untagged")] == ["running", "failed", "running"]
     assert not (tmp_path / "out" / "dead").exists() and (tmp_path / "out" / "live" / "partial.glb").exists()
+
+
+# ----------------------------------------------------------------------------- 7: clear messages, no server paths
+
+
+@pytest.mark.parametrize(
+    ("seed", "settings", "reason"),
+    [
+        ("abc", "{}", "the seed must be a whole number"),
+        (1.5, "{}", "the seed must be a whole number"),  # refused, not rounded to 2
+        (0, '{"app-test-sphere": ' + '{"a": ' * 1000 + "1" + "}" * 1001, "settings are single values"),
+        (0, "[" * 9000 + "]" * 9000, "nested too deeply"),
+        (0, "[" * 100_000 + "]" * 100_000, "settings have 200000 characters"),
+        (0, json.dumps({SPHERE: {"shape": [[["sphere"]]]}}), "settings are single values"),
+    ],
+    ids=["seed abc", "seed 1.5", "settings nested 1000 deep", "9000 deep", "settings 200 kB", "a list as a setting"],
+)
+def test_bad_seeds_and_settings_get_clear_messages(app_server, app_client, seed, settings, reason):
+    from gradio_client.exceptions import AppError
+
+    before = run_count(app_server)
+    with pytest.raises(AppError) as err:
+        app_client.predict("a mug", [SPHERE], seed, False, settings, api_name="/text_to_3d")
+    assert reason in str(err.value) and "upstream Gradio app has raised an exception" not in str(err.value)
+    assert run_count(app_server) == before
+
+
+def test_an_unusable_store_is_a_clear_message_without_its_path(app_server, app_client, monkeypatch, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    junk = tmp_path / "private" / "junk.db"
+    junk.parent.mkdir()
+    junk.write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("TRILEMMA_DB", str(junk))
+    with pytest.raises(AppError) as err:
+        text_to_3d(app_client, "a mug", [SPHERE])
+    message = str(err.value)
+    assert "the run store cannot be used" in message and "junk.db" in message and str(tmp_path) not in message
+
+
+def test_control_characters_are_stripped_before_the_method_and_the_store(app_server, app_client):
+    files, report = text_to_3d(app_client, "a\x00 red\x1b[31m mug\x1b[0m\x07 \u202egnirts", [SPHERE])
+    stored = Store(app_server.db).get_run(report["runs"][0]["run_id"])["inputs"]["prompt"]
+    assert report["inputs"]["prompt"] == stored == "a red mug gnirts"
+
+
+def test_a_corrupt_video_is_refused_without_the_upload_path(app_server, app_client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"not really a video" * 50)
+    with pytest.raises(AppError) as err:
+        app_client.predict([handle_file(str(video))], ["nerf"], 0, False, "{}", api_name="/video_to_3d")
+    message = str(err.value)
+    assert "broken.mp4" in message and "/" not in message.replace("broken.mp4", ""), message

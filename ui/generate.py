@@ -18,10 +18,11 @@ from typing import Any
 
 import gradio as gr
 
+from eval.store import StoreError
 from methods import runtime
 from methods.base import MethodError
 from methods.registry import get, listing
-from ui import jobs, public
+from ui import jobs, public, served
 from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
@@ -301,8 +302,12 @@ def _ui_handler(modality: str, forms: list[SettingsForm]):
             gr.Warning(str(exc))
             yield [gr.update(value=f"⚠️ {exc}", visible=True)] + [gr.skip()] * (2 + 3 * jobs.MAX_METHODS)
             return
-        for state in jobs.run_job_on_gpu(job):
-            yield _ui_outputs(job, state)
+        try:
+            for state in jobs.run_job_on_gpu(job):
+                yield _ui_outputs(job, state)
+        except StoreError as exc:
+            gr.Warning(store_message(exc))
+            yield [gr.update(value=f"⚠️ {store_message(exc)}", visible=True)] + [gr.skip()] * (2 + 3 * jobs.MAX_METHODS)
 
     return generate
 
@@ -338,7 +343,10 @@ def run_for_api(modality: str, raw_input: Any, methods: Any, seed: Any, randomiz
         raise gr.Error(str(exc), print_exception=False) from None
     if job.refusals:
         raise gr.Error("; ".join(job.refusals), print_exception=False)
-    *_, state = jobs.run_job_on_gpu(job)  # run to the end; the API returns only the final state
+    try:
+        *_, state = jobs.run_job_on_gpu(job)  # run to the end; the API returns only the final state
+    except StoreError as exc:
+        raise gr.Error(store_message(exc), print_exception=False) from None
     files = [slot.glb for slot in state.slots if slot.glb]
     if not files:
         raise gr.Error("; ".join(f"{slot.method_id}: {slot.message}" for slot in state.slots), print_exception=False)
@@ -375,7 +383,22 @@ def video_to_3d(video: list[str], methods: list[str], seed: int, randomize_seed:
     return run_for_api("video", video, methods, seed, randomize_seed, settings_json)
 
 
+def store_message(exc: Exception) -> str:
+    return f"the run store cannot be used, so nothing was run: {served.redact(exc)}"
+
+
 API_FUNCTIONS = {"text": text_to_3d, "image": image_to_3d, "video": video_to_3d}
+
+
+class SeedNumber(gr.Number):
+    """The API's seed: its value reaches the handler as sent, so "abc" or 1.5 get a clear refusal from
+    ``jobs.resolve_seed`` instead of a generic error (or being rounded to 2)."""
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+    def get_block_name(self) -> str:
+        return "number"
 
 
 def _build_api(tab: ModalityTab) -> None:
@@ -390,7 +413,7 @@ def _build_api(tab: ModalityTab) -> None:
             api_input = gr.File(label="video", file_count="multiple", type="filepath")
         ids = [value for _, value in tab.methods.choices]
         api_methods = gr.Dropdown(choices=ids, value=[], multiselect=True, allow_custom_value=True, label="methods")
-        api_seed = gr.Number(value=0, precision=0, label="seed")
+        api_seed = SeedNumber(value=0, precision=0, label="seed")
         api_randomize = gr.Checkbox(value=False, label="randomize_seed")
         api_settings = gr.Textbox(value="{}", label="settings_json")
         api_files = gr.File(file_count="multiple", label="glb_files")

@@ -34,6 +34,7 @@ MAX_METHODS = 4  # result slots side by side
 MAX_SEED = 2**31 - 1
 PROGRESS_INTERVAL_S = 0.25  # at most four progress updates a second reach the browser
 GPU_SECONDS_MIN, GPU_SECONDS_MAX, GPU_SECONDS_MARGIN = 30, 600, 15
+MAX_SETTINGS_CHARS = 20_000  # the API's settings JSON
 
 _RNG = random.SystemRandom()
 
@@ -136,14 +137,21 @@ def parse_settings_json(text: str | Mapping[str, Any] | None) -> dict[str, dict[
     if text is None or (isinstance(text, str) and not text.strip()):
         return {}
     if isinstance(text, str):
+        if len(text) > MAX_SETTINGS_CHARS:
+            raise InvalidSettings(f"settings have {len(text)} characters; the limit is {MAX_SETTINGS_CHARS}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidSettings(f'settings must be a JSON object, e.g. {{"shap-e": {{...}}}}: {exc}') from None
+        except RecursionError:
+            raise InvalidSettings("settings are nested too deeply: give one object of settings per method") from None
     else:
         data = text
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise InvalidSettings('settings must map each method id to an object of settings, e.g. {"shap-e": {...}}')
+    nested = [f"{m}.{k}" for m, v in data.items() for k, x in v.items() if isinstance(x, (dict, list))]
+    if nested:
+        raise InvalidSettings(f"settings are single values (a number, text or true/false); {nested[0]} is not")
     return {str(k): dict(v) for k, v in data.items()}
 
 
