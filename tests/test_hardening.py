@@ -440,3 +440,24 @@ def test_a_corrupt_video_is_refused_without_the_upload_path(app_server, app_clie
         app_client.predict([handle_file(str(video))], ["nerf"], 0, False, "{}", api_name="/video_to_3d")
     message = str(err.value)
     assert "broken.mp4" in message and "/" not in message.replace("broken.mp4", ""), message
+
+
+# ----------------------------------------------------------------------------- 8: many clients at once
+
+
+def test_eight_concurrent_clients_five_runs_each(app_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    def client_runs(i: int) -> list[str]:
+        client = Client(app_server.url, verbose=False)
+        return [text_to_3d(client, f"concurrent {i}-{j}", [SPHERE], seed=j)[1]["runs"][0]["run_id"] for j in range(5)]
+
+    with ThreadPoolExecutor(8) as pool:
+        run_ids = [r for runs in pool.map(client_runs, range(8)) for r in runs]
+    store = Store(app_server.db)
+    mine = [r for r in store.runs(limit=100000) if r["inputs"].get("prompt", "").startswith("concurrent ")]
+    assert len(set(run_ids)) == 40 and {r["id"] for r in mine} == set(run_ids)
+    assert all(r["status"] == "done" for r in mine)
+    assert store.read("PRAGMA integrity_check")[0][0] == "ok"
