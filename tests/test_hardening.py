@@ -461,3 +461,18 @@ def test_eight_concurrent_clients_five_runs_each(app_server):
     assert len(set(run_ids)) == 40 and {r["id"] for r in mine} == set(run_ids)
     assert all(r["status"] == "done" for r in mine)
     assert store.read("PRAGMA integrity_check")[0][0] == "ok"
+
+
+def test_client_address_trusts_only_the_proxies_it_is_told_of(monkeypatch):
+    from types import SimpleNamespace
+
+    from ui import hosting
+
+    request = SimpleNamespace(headers={"x-forwarded-for": "6.6.6.6, 1.2.3.4"}, client=SimpleNamespace(host="10.0.0.1"))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("TRILEMMA_TRUSTED_PROXIES", raising=False)
+    assert hosting.client_address(request) == "10.0.0.1", "locally the header is the client's own word"
+    monkeypatch.setenv("SPACE_ID", "someone/trilemma3d")
+    assert hosting.client_address(request) == "1.2.3.4", "on a Space: the entry the Space's proxy added"
+    monkeypatch.setenv("TRILEMMA_TRUSTED_PROXIES", "2")
+    assert hosting.client_address(request) == "6.6.6.6"

@@ -7,6 +7,8 @@ Public API::
     from ui import text_to_3d, image_to_3d, video_to_3d       # the API endpoints' functions
     from ui import HEADER, CSS, theme                         # the look
     from ui import hosting                                    # server name/port, spaces.GPU wrapper
+    from ui import served                                     # what may be served (SERVED), redact, public_record
+    from ui import public                                     # shared-host limits: ceilings, fair queueing
 
 Nothing here imports torch: methods are listed through the registry and run through eval.runner.
 """

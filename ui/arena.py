@@ -35,6 +35,7 @@ from eval import ratings
 from eval.ratings import CRITERIA, CRITERION_LABELS, LIKERT, Policy, RatingError
 from eval.store import Store
 from ui import hosting
+from ui.served import SERVED
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def _env_limit(name: str, default: int) -> int:
 
 
 def connection(request: Any) -> str | None:
-    return getattr(getattr(request, "client", None), "host", None)
+    return hosting.client_address(request)
 
 
 def resolve_rater(
@@ -323,6 +324,7 @@ def build_arena_tab(store: Store | None = None, policy: Policy | None = None) ->
             "voted": False,
         }
         img = input_image(served.left) if served.modality == "image" else None
+        SERVED.publish(img)  # the input image next to the run's asset
         wait = get_policy().min_view_seconds
         note = f"Look at both for at least {wait:g} s, then vote." if wait > 0 else "Vote when you are ready."
         return (

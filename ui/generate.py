@@ -65,7 +65,7 @@ def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], lis
     for row in listing(modality):
         label = row["label"]
         if not row["available"]:
-            reason = row["reason"]
+            reason = served.redact(row["reason"])
             short = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1].rstrip() + "…"
             label = f"{label} (unavailable: {short})"
             notes.append(f"**{row['label']}** cannot run here: {reason}")
@@ -390,17 +390,6 @@ def store_message(exc: Exception) -> str:
 API_FUNCTIONS = {"text": text_to_3d, "image": image_to_3d, "video": video_to_3d}
 
 
-class SeedNumber(gr.Number):
-    """The API's seed: its value reaches the handler as sent, so "abc" or 1.5 get a clear refusal from
-    ``jobs.resolve_seed`` instead of a generic error (or being rounded to 2)."""
-
-    def preprocess(self, payload: Any) -> Any:
-        return payload
-
-    def get_block_name(self) -> str:
-        return "number"
-
-
 def _build_api(tab: ModalityTab) -> None:
     """Hidden components and a hidden trigger: the tab's scripting endpoint with a short, stable signature."""
     modality = tab.modality
@@ -413,7 +402,9 @@ def _build_api(tab: ModalityTab) -> None:
             api_input = gr.File(label="video", file_count="multiple", type="filepath")
         ids = [value for _, value in tab.methods.choices]
         api_methods = gr.Dropdown(choices=ids, value=[], multiselect=True, allow_custom_value=True, label="methods")
-        api_seed = SeedNumber(value=0, precision=0, label="seed")
+        # text, not gr.Number: "abc" or 1.5 reach jobs.resolve_seed and its clear refusal (Number fails
+        # generically on "abc" and rounds 1.5 to 2); whole numbers sent as numbers work as before
+        api_seed = gr.Textbox(value="0", label="seed")
         api_randomize = gr.Checkbox(value=False, label="randomize_seed")
         api_settings = gr.Textbox(value="{}", label="settings_json")
         api_files = gr.File(file_count="multiple", label="glb_files")

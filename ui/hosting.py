@@ -30,6 +30,25 @@ def server_port() -> int:
     return int(raw) if raw.strip() else DEFAULT_PORT
 
 
+def client_address(request: Any) -> str | None:
+    """The visitor's address, for per-connection limits (counted in memory, never stored).
+
+    Behind a proxy (a Space) the socket's peer is the proxy: the address is then the entry that the
+    last of TRILEMMA_TRUSTED_PROXIES proxies (default 1 on a Space, 0 elsewhere) added to X-Forwarded-For;
+    entries before it are the client's own word and are ignored.
+    """
+    if request is None:
+        return None
+    raw = os.environ.get("TRILEMMA_TRUSTED_PROXIES", "").strip()
+    proxies = int(raw) if raw.isdigit() else (1 if on_space() else 0)
+    headers = getattr(request, "headers", None)
+    if proxies and headers is not None:
+        hops = [h.strip() for h in (headers.get("x-forwarded-for") or "").split(",") if h.strip()]
+        if len(hops) >= proxies:
+            return hops[-proxies]
+    return getattr(getattr(request, "client", None), "host", None)
+
+
 def gpu(duration: int | Callable[..., int]) -> Callable[[F], F]:
     """``spaces.GPU(duration=...)`` on a Space, the function itself elsewhere (or without ``spaces``).
 

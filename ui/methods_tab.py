@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from methods.registry import availability, get, ids
+from ui import served
 
 MODALITY_NAMES = {"text": "text", "image": "image", "video": "video / views"}
 
@@ -18,7 +19,7 @@ def method_cards() -> list[dict[str, Any]]:
     for mid in ids():
         method = get(mid)
         status = availability(method)
-        cards.append({**method.spec(), "available": status.ok, "reason": status.reason})
+        cards.append({**method.spec(), "available": status.ok, "reason": served.redact(status.reason)})
     return cards
 
 

@@ -117,15 +117,14 @@ def _has_room(request: gr.Request | None) -> bool:
     if not is_public() or request is None:
         return True
     session = request.session_hash
-    host = getattr(request.client, "host", None)
+    host = hosting.client_address(request)
     queue = request.request.app.get_blocks()._queue
     mine = same_host = 0
     for event in list(queue.event_ids_to_events.values()):
         if getattr(event.fn, "concurrency_id", None) != hosting.GPU_CONCURRENCY_ID:
             continue
         mine += event.session_hash == session
-        client = getattr(getattr(event, "request", None), "client", None)
-        same_host += host is not None and getattr(client, "host", None) == host
+        same_host += host is not None and hosting.client_address(getattr(event, "request", None)) == host
     per_session = _env_int("TRILEMMA_JOBS_PER_SESSION", 1)
     per_connection = _env_int("TRILEMMA_JOBS_PER_CONNECTION", 3)
     return mine < per_session and same_host < per_connection

@@ -139,7 +139,7 @@ def cell_rows(cells: pd.DataFrame | None) -> pd.DataFrame:
             "seed": cells["seed"],
             "status": cells["status"],
             "seconds": [_fmt(s) for s in cells["seconds_total"]],
-            "error": cells["error"].astype(str).str.slice(0, 120),
+            "error": [served.redact(e)[:120] for e in cells["error"].astype(str)],
             "run": cells["run_id"],
         }
     )
