@@ -200,6 +200,21 @@ def test_nerf_budget_is_capped_on_a_public_host(monkeypatch):
     assert public.limit_settings("nerf", defaults, defaults).budget_seconds == 300, "auto budget becomes the ceiling"
 
 
+def test_every_shipped_method_runs_with_its_defaults_on_a_public_host(monkeypatch):
+    import methods
+    from methods.registry import ids
+    from ui import public
+
+    monkeypatch.setenv("TRILEMMA_PUBLIC", "1")
+    for method_id in ids():
+        method = methods.get(method_id)
+        for modality in method.modalities:
+            defaults = method.default_settings(modality)
+            limited = public.limit_settings(method_id, defaults, defaults)  # raises if a default is over a ceiling
+            budget = getattr(limited, "budget_seconds", None)
+            assert budget is None or 0 < budget <= public.ceilings(method_id)["budget_seconds"]
+
+
 def test_one_session_cannot_queue_a_second_job(app_server, public):
     from gradio_client import Client
     from gradio_client.exceptions import ValidationError
