@@ -30,6 +30,8 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]
 def strip_controls(text: str) -> str:
     """``text`` without terminal escapes, NUL and other control characters (tabs and newlines stay)."""
     return _CONTROLS.sub("", _ANSI.sub("", text))
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
