@@ -123,7 +123,7 @@ def event_error(message: dict) -> str:
     return str(message.get("output", {}).get("error"))
 
 
-def test_study_events_take_study_names_only(app_server, tmp_path):
+def test_study_events_take_study_names_only(app_server, tmp_path, monkeypatch):
     # a study the server has, listed by name
     mine = app_server.outputs / "studies" / "mine"
     mine.mkdir(parents=True)
@@ -147,6 +147,10 @@ def test_study_events_take_study_names_only(app_server, tmp_path):
             assert "Unknown study" in message, message
             assert str(tmp_path) not in message and "private_key" not in message
     assert not target.parent.exists(), "a forged manifest created a folder or database"
+    monkeypatch.setenv("TRILEMMA_PUBLIC", "1")  # a shared host: reports (minutes of CPU) are the operator's job
+    message = event_error(call_event(app_server, fn_index(app_server, "build_report"), ["mine"]))
+    assert "built by the server's operator" in message
+    monkeypatch.delenv("TRILEMMA_PUBLIC")
     for name in (str(forged), "mine"):
         message = event_error(call_event(app_server, fn_index(app_server, "open_cell"), [name, "no-such-run"]))
         assert message and str(tmp_path) not in message

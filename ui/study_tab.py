@@ -24,7 +24,7 @@ import pandas as pd
 from eval import ratings
 from eval.ratings import CRITERIA, CRITERION_LABELS, Policy, RatingError
 from eval.store import Store, outputs_dir
-from ui import arena, served
+from ui import arena, public, served
 
 CELL_HEADERS = ["variant", "input", "seed", "status", "seconds", "error", "run"]
 
@@ -275,6 +275,10 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
         )
 
     def build_report(selected: str | None):
+        if public.is_public():  # rendering a report takes minutes of CPU: the operator builds it
+            raise gr.Error(
+                "Reports are built by the server's operator here (python -m eval study report).", print_exception=False
+            )
         if not selected:
             raise gr.Error("Pick a study first.", print_exception=False)
         folder = study_folder(selected, root)
