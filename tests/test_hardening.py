@@ -98,6 +98,17 @@ def test_store_is_never_served_even_inside_outputs(monkeypatch, tmp_path):
     assert not default_db_path().resolve().is_relative_to(tmp_path.resolve()), "the default store is not in outputs"
 
 
+def test_served_files_keep_assets_and_the_latest_files_only(tmp_path):
+    from ui.served import ServedFiles
+
+    served = ServedFiles([tmp_path], limit=3)
+    files = [tmp_path / f"run{i}" / "asset.glb" for i in range(5)]
+    served.publish(*files)
+    served.publish(tmp_path, files[2])  # assets again: no duplicate; a file shown again becomes the newest
+    assert served == [str(tmp_path.resolve())] + [str(f.resolve()) for f in (files[3], files[4], files[2])]
+    assert not served.is_served(files[0]) and served.is_served(files[4])
+
+
 def fn_index(server, name: str) -> int:
     """The index of a private event (hidden from the API page, still callable by index)."""
     return next(i for i, fn in server.demo.fns.items() if getattr(fn.fn, "__name__", "") == name)

@@ -27,12 +27,19 @@ _PATH = re.compile(r"(?<![\w:/.~\\-])(?:~|[A-Za-z]:)?[/\\](?![/\\])[^\s'\"`,;()\
 
 
 class ServedFiles(list):
-    """Gradio's ``allowed_paths``: folders given at start (assets) and single files published since."""
+    """Gradio's ``allowed_paths``: folders given at start (assets) and single files published since.
 
-    def __init__(self, roots: Iterable[str | Path] = ()):
+    Gradio checks each request against every entry, so only the latest ``limit`` files are kept: a shown
+    file has been copied to gradio's cache by then (that copy is what the browser loads), and a run
+    shown again is published again.
+    """
+
+    def __init__(self, roots: Iterable[str | Path] = (), limit: int = 4096):
         super().__init__()
         self._lock = threading.Lock()
         self._seen: set[str] = set()
+        self._roots = 0
+        self.limit = limit
         self.publish(*roots)
 
     def publish(self, *paths: str | Path | None) -> None:
@@ -41,9 +48,18 @@ class ServedFiles(list):
                 if not path:
                     continue
                 resolved = str(Path(path).resolve())
-                if resolved not in self._seen:
-                    self._seen.add(resolved)
+                if resolved in self[: self._roots]:
+                    continue
+                if Path(resolved).is_dir():  # a folder (assets/): kept for good, before the files
+                    self.insert(self._roots, resolved)
+                    self._roots += 1
+                else:
+                    if resolved in self._seen:
+                        self.remove(resolved)  # moves to the newest end
                     self.append(resolved)
+                self._seen.add(resolved)
+            while len(self) - self._roots > self.limit:
+                self._seen.discard(self.pop(self._roots))
 
     def is_served(self, path: str | Path) -> bool:
         return str(Path(path).resolve()) in self._seen
