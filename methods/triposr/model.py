@@ -98,10 +98,17 @@ class DINOImageTokenizer(nn.Module):
         config._attn_implementation = "sdpa"
         self.model = ViTModel(config, add_pooling_layer=True)
         self.patch_size = config.patch_size
-        self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_mean", torch.empty(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.empty(1, 3, 1, 1), persistent=False)
+        self.reset_buffers()
         self.register_state_dict_post_hook(_vit_state_dict_hook)
         self.register_load_state_dict_pre_hook(_vit_load_hook)
+
+    def reset_buffers(self) -> None:
+        """ImageNet mean/std (not in the state_dict; set again after loading onto meta-built modules)."""
+        device = "cpu" if self.image_mean.is_meta else self.image_mean.device
+        self.image_mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.image_std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """Patch embeddings with CLS and interpolated position embeddings; ``images`` (B, 3, H, W) in [0, 1]."""
