@@ -288,6 +288,8 @@ def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]
     slot.seconds = sum((record.get("stage_seconds") or {}).values()) or None
     run_json = Path(glb).parent / "run.json" if glb else None
     slot.files = [f for f in (glb, files.get("ply"), str(run_json) if run_json and run_json.exists() else None) if f]
+    # images a method made on the way (text -> image -> 3D): shown and downloadable beside the asset
+    slot.files += [f for k, f in files.items() if k not in ("glb", "ply") and str(f).endswith(".png")]
 
 
 class _Throttle:

@@ -20,7 +20,7 @@ from methods.registry import hub_offline
 from methods.triposr import checkpoints, mesh, preprocess
 from methods.triposr.model import TripoSR
 
-PROMPT_SUFFIX = ", a single object, centred, full view, isolated on a plain white background, studio product photo"
+PROMPT_SUFFIX = ", one whole object, centred, on a plain white background"
 NEGATIVE_PROMPT = "cropped, cut off, multiple objects, scene, clutter, text, watermark, shadow"
 
 
