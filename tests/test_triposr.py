@@ -50,7 +50,7 @@ def _run(inputs: Inputs, settings):
 
 
 def _settings(checkpoint: Path, **extra) -> TripoSRSettings:
-    return TripoSRSettings(checkpoint=str(checkpoint), mc_resolution=32, **extra)
+    return TripoSRSettings(checkpoint=str(checkpoint), **({"mc_resolution": 32} | extra))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -292,3 +292,39 @@ def test_text_with_a_folder_that_is_not_a_pipeline(tiny_triposr, tmp_path):
     settings = TripoSRTextSettings(checkpoint=str(tiny_triposr), image_model=str(tmp_path), mc_resolution=32)
     with pytest.raises(CheckpointError, match="no model_index.json"):
         _run(Inputs.text("a red mug"), settings)
+
+
+# ----------------------------------------------------------------------------- texture baking
+
+
+class _PositionColours:
+    """Stands in for the decoder in bake_texture: colour = the point's position mapped from [-1, 1] to [0, 1]."""
+
+    def query(self, planes, points, chunk_size=0):
+        return {"color": (points.float() + 1.0) / 2.0}
+
+
+def test_baked_texture_holds_the_colour_at_each_surface_point():
+    pytest.importorskip("xatlas")
+    sphere = mesh_sphere()
+    planes = torch.zeros(3, 1, 2, 2)  # unused by the stand-in; gives the device
+    verts, faces, uv, texture = mesh.bake_texture(_PositionColours(), planes, *sphere, resolution=256)
+    assert texture.shape == (256, 256, 3) and len(uv) == len(verts) and faces.max() < len(verts)
+    centre_uv, centre = uv[faces].mean(axis=1), verts[faces].mean(axis=1)  # triangle interiors, not seams
+    cols = np.clip((centre_uv[:, 0] * 256).astype(int), 0, 255)
+    rows = np.clip(((1.0 - centre_uv[:, 1]) * 256).astype(int), 0, 255)
+    np.testing.assert_allclose(texture[rows, cols], (centre + 1.0) / 2.0, atol=0.02)
+
+
+def mesh_sphere():
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=3, radius=0.6)
+    return np.asarray(s.vertices, np.float32), np.asarray(s.faces, np.int64)
+
+
+def test_bake_texture_run_gives_a_textured_mesh(tiny_triposr):
+    pytest.importorskip("xatlas")
+    _, asset = _run(Inputs.from_image(reference_image()), _settings(tiny_triposr, mc_resolution=16, bake_texture=True))
+    assert asset.mesh.texture is not None and asset.mesh.uv is not None and asset.mesh.vertex_colors is None
+    assert "bake_texture" in asset.stage_seconds and "vertex_colors" not in asset.stage_seconds

@@ -88,3 +88,41 @@ def official_to_canonical(vertices: np.ndarray) -> np.ndarray:
     (x, y, z) -> (y, z, x): a rotation (det +1), so face winding is kept.
     """
     return np.ascontiguousarray(vertices[:, [1, 2, 0]])
+
+
+def bake_texture(
+    model: TripoSR,
+    planes: torch.Tensor,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    resolution: int = 1024,
+    chunk_size: int = 65536,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A UV atlas (xatlas) and its texture: the decoder's colour at each texel's surface point.
+
+    Texels are found with the project's rasteriser (``eval.render``) in UV space; empty texels take the
+    nearest baked colour so that bilinear lookups at chart borders do not bleed background.
+    Returns (vertices (V', 3) official frame, faces (F, 3), uv (V', 2) with v up, texture (R, R, 3) in [0, 1]).
+    """
+    import xatlas
+    from scipy import ndimage
+
+    from eval.render import _raster_triangles
+
+    vmapping, indices, uvs = xatlas.parametrize(vertices.astype(np.float32), faces.astype(np.uint32))
+    new_vertices = vertices[vmapping.astype(np.int64)]
+    new_faces = indices.astype(np.int64)
+    sx = torch.from_numpy(uvs[:, 0].astype(np.float64) * resolution)
+    sy = torch.from_numpy((1.0 - uvs[:, 1].astype(np.float64)) * resolution)  # texture row 0 is v = 1
+    pid, bary = _raster_triangles(sx, sy, torch.ones_like(sx), torch.from_numpy(new_faces), resolution)
+    covered = (pid >= 0).numpy()
+    texture = np.zeros((resolution * resolution, 3), np.float32)
+    if covered.any():
+        corners = torch.from_numpy(new_vertices.astype(np.float64))[torch.from_numpy(new_faces)[pid[pid >= 0]]]
+        points = (bary[:, :, None] * corners).sum(dim=1).float().to(planes.device)
+        with torch.inference_mode():
+            texture[covered] = model.query(planes, points, chunk_size)["color"].cpu().numpy()
+        grid = covered.reshape(resolution, resolution)
+        nearest = ndimage.distance_transform_edt(~grid, return_distances=False, return_indices=True)
+        texture = texture.reshape(resolution, resolution, 3)[nearest[0], nearest[1]]
+    return new_vertices, new_faces, uvs.astype(np.float32), texture.reshape(resolution, resolution, 3)
