@@ -328,3 +328,19 @@ def test_bake_texture_run_gives_a_textured_mesh(tiny_triposr):
     _, asset = _run(Inputs.from_image(reference_image()), _settings(tiny_triposr, mc_resolution=16, bake_texture=True))
     assert asset.mesh.texture is not None and asset.mesh.uv is not None and asset.mesh.vertex_colors is None
     assert "bake_texture" in asset.stage_seconds and "vertex_colors" not in asset.stage_seconds
+
+
+def test_float16_network_float32_decoder(tiny_triposr):
+    """The CUDA configuration (float16 network, float32 NeRF decoder), run on the CPU: close to float32."""
+    from methods.triposr.pipeline import scene_codes
+
+    prepared, _ = preprocess.prepare(reference_image())
+    full = checkpoints.load_model(str(tiny_triposr), "cpu", torch.float32)
+    half = checkpoints.load_model(str(tiny_triposr), "cpu", torch.float16)
+    assert half.backbone.proj_in.weight.dtype == torch.float16 and half.decoder.layers[0].weight.dtype == torch.float32
+    a = scene_codes(full, prepared, "cpu", torch.float32)
+    b = scene_codes(half, prepared, "cpu", torch.float16)
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(b, a, atol=0.02 * float(a.abs().max()), rtol=0.0)
+    density = mesh.density_grid(half, b[0], 16)
+    assert density.dtype == np.float32 and np.isfinite(density).all()

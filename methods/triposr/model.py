@@ -286,12 +286,13 @@ class TripoSR(nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) float [0, 1] -> (B, 3, S, S): bilinear with antialiasing, aspect not kept (as official)."""
         size = self.config.cond_image_size
-        x = images.permute(0, 3, 1, 2)
+        x = images.permute(0, 3, 1, 2).float()  # antialiased resize has no float16 kernel on every device
         return F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
 
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) in [0, 1] -> (B, 1 + Np, C)."""
-        return self.image_tokenizer(images)
+        """(B, 3, S, S) in [0, 1] -> (B, 1 + Np, C), in the network's dtype."""
+        dtype = self.image_tokenizer.model.embeddings.cls_token.dtype
+        return self.image_tokenizer(images.to(dtype))
 
     def backbone_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
         tokens = self.tokenizer(image_tokens.shape[0]).to(image_tokens.dtype)
