@@ -344,3 +344,17 @@ def test_float16_network_float32_decoder(tiny_triposr):
     torch.testing.assert_close(b, a, atol=0.02 * float(a.abs().max()), rtol=0.0)
     density = mesh.density_grid(half, b[0], 16)
     assert density.dtype == np.float32 and np.isfinite(density).all()
+
+
+@pytest.mark.parametrize("n_views", [1, 3, 4])
+def test_cameras_look_at_the_origin_for_any_view_count(n_views):
+    """The official torch.cross without dim crosses along the views axis when n_views == 3; ours does not."""
+    from methods.triposr import render
+
+    rays_o, rays_d = render.spherical_cameras(n_views, 20.0, 1.9, 40.0, 2, 2)  # 2 x 2: the centre is a corner
+    centre = rays_d.mean(dim=(1, 2))
+    to_origin = -rays_o[:, 0, 0] / rays_o[:, 0, 0].norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(centre / centre.norm(dim=-1, keepdim=True), to_origin, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rays_o[:, 0, 0].norm(dim=-1), torch.full((n_views,), 1.9), atol=1e-6, rtol=0)
+    up = rays_d[:, 0, :].mean(dim=1) - rays_d[:, 1, :].mean(dim=1)  # top row minus bottom row: image up
+    assert (up[:, 2] > 0).all()  # +Z is up in every view
