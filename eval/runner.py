@@ -122,6 +122,7 @@ def execute(
                 metadata = {k: record[k] for k in ("id", "method", "method_version", "settings", "seed", "versions")}
                 metadata.update(inputs=record["inputs"], normalization=normalized.normalization, notes=asset.notes)
                 files = {k: str(v) for k, v in export.export_asset(normalized, out_dir, metadata).items()}
+                files.update(_save_view_images(asset, out_dir))
         for row in cost_rows(stages, peak.peak_rss_mb, peak.peak_gpu_mb):
             metric_rows.append(row)
             yield RunEvent("metric", run_id, method.id, metric=row)
@@ -149,6 +150,7 @@ def execute(
         record.update(status="done", error=None, asset_path=files["glb"], files=files, notes=asset.notes)
         # what a method reports beside its asset (split, training curve, SfM summary), arrays left out
         record["views"] = {k: v for k, v in asset.views.items() if isinstance(v, (str, int, float, bool, list, dict))}
+        record["views"].update({k: Path(v).name for k, v in files.items() if k in asset.views})
     except GeneratorExit:
         _fail(store, run_id, record, stages, "cancelled", "cancelled by the user", out_dir, metric_rows)
         raise
@@ -161,6 +163,18 @@ def execute(
     record["metrics"] = [r.to_dict() for r in metric_rows]
     _write_json(out_dir / "run.json", record)
     yield RunEvent("done", run_id, method.id, record=record, files=files)
+
+
+def _save_view_images(asset: Asset, out_dir: Path) -> dict[str, str]:
+    """Images a method hands over beside its asset (e.g. the image a text -> image -> 3D method made): key.png."""
+    from PIL import Image
+
+    saved = {}
+    for key, value in asset.views.items():
+        if isinstance(value, Image.Image) and key.replace("_", "").isalnum():
+            value.save(out_dir / f"{key}.png")
+            saved[key] = str(out_dir / f"{key}.png")
+    return saved
 
 
 def _fail(store, run_id, record, stages, status, message, out_dir, rows, tb: str = "") -> None:

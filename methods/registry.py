@@ -21,6 +21,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "methods.text_opt",
     "methods.video_nerf",
     "methods.families",
+    "methods.triposr",
 )
 
 _REGISTRY: dict[str, type[Method]] = {}

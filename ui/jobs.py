@@ -295,7 +295,9 @@ def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]
     glb = files.get("glb")
     slot.state, slot.glb, slot.fraction = "done", glb, 1.0
     slot.seconds = sum((record.get("stage_seconds") or {}).values()) or None
-    slot.files = served.publish_run_files(glb, [files.get("ply")])
+    # images a method made on the way (text -> image -> 3D): shown and downloadable beside the asset
+    made = [f for k, f in files.items() if k not in ("glb", "ply") and str(f).endswith(".png")]
+    slot.files = served.publish_run_files(glb, [files.get("ply"), *made])
 
 
 class _Throttle:

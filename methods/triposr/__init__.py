@@ -1,0 +1,146 @@
+"""TripoSR (Tochilkin et al. 2024): one forward pass from an image to a triplane NeRF, then a mesh.
+
+This module is the light spec (no torch import): the method's data and settings, registered as ``triposr``
+for image and text input (text: a text-to-image model first). The implementation is in the submodules,
+imported inside ``run``: ``config`` (the official config.yaml), ``model`` (the network, loading the official
+``model.ckpt`` unchanged), ``checkpoints`` (hub or folder), ``preprocess`` (cut-out, official foreground ratio,
+grey), ``render`` (official cameras and volume renderer), ``mesh`` (chunked density grid, marching cubes)
+and ``pipeline`` (the run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.registry import register
+
+DEFAULT_CHECKPOINT = "stabilityai/TripoSR"
+IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion DreamFusion loads
+GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
+
+
+@dataclass(kw_only=True)
+class TripoSRSettings(Settings):
+    mc_resolution: int = setting(
+        GPU_RESOLUTION,
+        label="Mesh resolution",
+        help="Marching-cubes grid per side (official 256; 128 by default on a CPU).",
+        min=16,
+        max=512,
+        step=16,
+    )
+    foreground_ratio: float = setting(
+        0.85,
+        label="Foreground ratio",
+        help="How much of the square input the object spans after cropping (official 0.85).",
+        min=0.5,
+        max=1.0,
+        step=0.05,
+    )
+    chunk_size: int = setting(
+        65536,
+        label="Chunk size",
+        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
+        min=0,
+        max=2**24,
+        step=1024,
+        advanced=True,
+    )
+    bake_texture: bool = setting(
+        False,
+        label="Bake texture",
+        help="A UV texture atlas instead of vertex colours (needs the xatlas package).",
+        advanced=True,
+    )
+    checkpoint: str = setting(
+        DEFAULT_CHECKPOINT,
+        label="TripoSR checkpoint",
+        help="Hugging Face repo id (config.yaml + model.ckpt) or a local folder holding them.",
+        advanced=True,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.checkpoint.strip():
+            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+
+
+@dataclass(kw_only=True)
+class TripoSRTextSettings(TripoSRSettings):
+    image_model: str = setting(
+        IMAGE_MODEL,
+        label="Text-to-image model",
+        help="The diffusers text-to-image pipeline that draws the object first (repo id or folder).",
+        advanced=True,
+    )
+    image_steps: int = setting(
+        30, label="Image steps", help="Denoising steps of the text-to-image model.", min=1, max=150, step=1
+    )
+    image_guidance: float = setting(
+        7.5, label="Image guidance", help="Classifier-free guidance of the text-to-image model.", min=0.0, max=30.0
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.image_model.strip():
+            raise InvalidSettings(f"image_model is empty; the default is {IMAGE_MODEL}")
+
+
+@register
+class TripoSRMethod(Method):
+    id = "triposr"
+    label = "TripoSR"
+    modalities = ("image", "text")
+    family = "feed-forward large reconstruction model (triplane NeRF)"
+    representation = "triplane NeRF"
+    output = "mesh"
+    paper = "TripoSR: Fast 3D Object Reconstruction from a Single Image (Tochilkin et al., 2024)"
+    paper_url = "https://arxiv.org/abs/2403.02151"
+    licence = "MIT (code and weights)"
+    weights = (DEFAULT_CHECKPOINT,)
+    weights_gb = 1.68
+    requires = ("torch", "transformers", "skimage", "yaml")
+    needs_gpu = False
+    seconds_gpu = 1.0
+    # 2 CPU cores, float32, mc_resolution 128: the official code's ~22 s forward + 2.4 s grid (issue 17) plus
+    # marching cubes and colours; bench/triposr.py measures ours (slower on a machine shared with other jobs)
+    seconds_cpu = 30.0
+    vram_gb = 4.0
+    version = "1"
+    Settings: ClassVar[type[Settings]] = TripoSRSettings
+
+    def default_settings(self, modality: str) -> Settings:
+        from methods import runtime
+
+        res = GPU_RESOLUTION if runtime.gpu_present() else CPU_RESOLUTION
+        if modality == "text":
+            return TripoSRTextSettings(mc_resolution=res)
+        return TripoSRSettings(mc_resolution=res)
+
+    def checkpoints(self, settings: Settings) -> list[str]:
+        names = [settings.checkpoint]
+        if isinstance(settings, TripoSRTextSettings):
+            names.append(settings.image_model)
+        return names
+
+    def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
+        """The network pass plus the grid (cubic in the resolution); text adds the image model."""
+        res = getattr(settings, "mc_resolution", CPU_RESOLUTION)
+        if gpu:
+            base = 0.5 + 0.5 * (res / GPU_RESOLUTION) ** 3
+        else:
+            base = 0.8 * self.seconds_cpu + 0.2 * self.seconds_cpu * (res / CPU_RESOLUTION) ** 3
+        if isinstance(settings, TripoSRTextSettings):
+            base += (0.05 if gpu else 4.0) * settings.image_steps
+        return base
+
+    def run(self, inputs: Inputs, settings: Settings) -> RunGenerator:
+        from methods.triposr import pipeline
+
+        asset = yield from pipeline.run(inputs, settings)
+        return asset
+
+
+__all__ = ["TripoSRMethod", "TripoSRSettings", "TripoSRTextSettings", "DEFAULT_CHECKPOINT", "IMAGE_MODEL"]
