@@ -36,9 +36,12 @@ CEILINGS: dict[str, dict[str, float]] = {
     "gan": {"steps": 200},
     "ddpm": {"steps": 1000},
     "score-sde": {"steps": 1000},
+    "triposr": {"mc_resolution": 256, "chunk_size": 65536},
+    "gaussian-splatting": {"budget_seconds": 300, "steps": 30000, "max_gaussians": 300000},
 }
 AUTO_BUDGET = "budget_seconds"  # 0 means "pick for this hardware"; on a shared host it means the ceiling
-PATH_SETTINGS = ("checkpoint", "path", "folder", "directory", "file")  # a setting whose name has one of these
+# a setting whose name has one of these names a file, a folder or weights to fetch (TripoSR's image_model)
+PATH_SETTINGS = ("checkpoint", "path", "folder", "directory", "file", "model")
 
 
 def is_public() -> bool:
