@@ -144,7 +144,7 @@ def metric_agreement(summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         if len(shared) >= 3:
             tau, p = kendall_tau(s1.loc[shared].to_numpy(), s2.loc[shared].to_numpy())
         rows.append({"a": m1, "b": m2, "variants": len(shared), "tau": tau, "p": p})
-    return pd.DataFrame(rows, columns=["a", "b", "variants", "tau", "p"])
+    return pd.DataFrame(rows, columns=["a", "b", "variants", "tau", "p"]).astype({"tau": float, "p": float})
 
 
 def _oriented(summary: pd.DataFrame, metric: str) -> pd.Series:

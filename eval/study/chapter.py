@@ -301,7 +301,7 @@ def render_tex(doc: Doc) -> str:
 
 
 STANDALONE = r"""\documentclass[11pt,a4paper]{report}
-\usepackage[T1]{fontenc}
+\input{glyphtounicode}\pdfgentounicode=1
 \usepackage{graphicx,booktabs,amsmath}
 \usepackage[margin=2.5cm]{geometry}
 \begin{document}
@@ -679,10 +679,10 @@ class _Builder:
             status = registry.availability(m, cells[0].modality, settings)
             here = "runs here" if status.ok else f"here: {public(status.reason)}"
             needs.append(f"{v.label} ({'; '.join(what) or 'no weights'}; {here})")
-        hours = seconds / 3600
+        cost = f"{seconds / 3600:.1f} GPU hours" if seconds >= 3600 else f"{seconds / 60:.0f} GPU minutes"
         return [
             Code(d.study.path.name),
-            f": {len(d.cells)} cells, about {hours:.1f} GPU hours; ",
+            f": {len(d.cells)} cells, about {cost}; ",
             "; ".join(needs),
             ".",
         ]

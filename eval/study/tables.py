@@ -81,7 +81,7 @@ def summarize(results: pd.DataFrame, n_resamples: int = 2000, confidence: float 
         mean, low, high = bootstrap_ci(part["value"].to_numpy(), n_resamples, confidence, seed)
         rows.append({**dict(zip(keys, key, strict=True)), "n": len(part), "mean": mean, "low": low, "high": high})
     columns = [*keys, "n", "mean", "low", "high"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns).astype({"mean": float, "low": float, "high": float})
 
 
 def cell_table(study: Study, store: Store) -> pd.DataFrame:
@@ -165,7 +165,7 @@ def result_table(cells: pd.DataFrame, store: Store) -> pd.DataFrame:
         "value_text",
         "metric_settings",
     ]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns).astype({"value": float})  # float even with no rows
     order = {k: i for i, k in enumerate(cells["cell_key"])}
     return table.sort_values(
         ["cell_key", "metric"], key=lambda s: s.map(order) if s.name == "cell_key" else s, kind="stable"
