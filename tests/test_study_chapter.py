@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -130,6 +131,28 @@ def test_significance_sentences_match_the_paired_table(chapter):
     assert sentence.replace("_", "\\_").replace("[", "\\[").replace("]", "\\]") in md_text
     row = f"| `f_score@0.02` | vae - gan | {fmt(diff.mean)} | \\[{fmt(diff.low)}, {fmt(diff.high)}\\] | 4 | "
     assert row + ("yes |" if diff.significant else "no |") in md_text
+
+
+def test_votes_give_a_human_vs_automatic_figure_and_sentence(chapter, tmp_path: Path):
+    from eval import ratings
+    from tests.ratings_support import OPEN, answers
+
+    study, built = chapter
+    with sqlite3.connect(study.store) as src, sqlite3.connect(tmp_path / "votes.db") as dst:
+        src.backup(dst)  # votes go into a copy (WAL included): the module's chapter stays as it is
+    store = Store(tmp_path / "votes.db")
+    cells = built.data[0].cells
+    run = {(r.variant, r.input_id, r.seed): r.run_id for r in cells.itertuples()}
+    for i, (input_id, seed) in enumerate(sorted({(r.input_id, r.seed) for r in cells.itertuples()})):
+        pair = (run[("vae", input_id, seed)], run[("gan", input_id, seed)])
+        served = ratings.serve_pair(store, f"anon-r{i}", runs=pair, policy=OPEN)
+        winner = "left" if served.left["id"] == pair[0] else "right"  # vae wins every vote
+        ratings.vote(store, served.id, f"anon-r{i}", answers(winner), policy=OPEN)
+    again = build_chapter([study], tmp_path / "chapter", stores=[store], renders=False)
+    md_text = again.markdown.read_text()
+    assert "Human judgement (arena win rate; 4 votes, 0 ratings): vae 1, gan 0" in md_text
+    assert "Kendall's tau with f_score@0.02 needs three or more variants" in md_text.replace("\\_", "_")
+    assert any(p.name.endswith("-human.png") for p in again.figures) and "Human against automatic" in md_text
 
 
 def _results(a: np.ndarray, b: np.ndarray) -> pd.DataFrame:

@@ -413,7 +413,7 @@ def load_data(study: Study, store: Store) -> StudyData:
     return StudyData(study, store, cells, results, summary, pick_quality(summary, study.protocol.quality), human)
 
 
-_ABS_PATH = re.compile(r"(?<![\w.])(?:/[\w.@+-]+){2,}/?")
+_ABS_PATH = re.compile(r"(?<![\w.:/])(?:/[\w.@+-]+){2,}/?")  # not inside a URL
 
 
 def public(text: Any) -> str:
@@ -673,7 +673,9 @@ class _Builder:
             what = []
             if m.weights:
                 size = f" ({m.weights_gb:g} GB)" if m.weights_gb else ""
-                what.append(f"weights {', '.join(m.weights)}{size}")
+                names = [w.rsplit("/", 1)[-1] if w.startswith("http") else w for w in m.weights]
+                listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                what.append(f"weights {listed}{size}")
             if m.needs_gpu or m.vram_gb:
                 what.append(f"a GPU{f' with {m.vram_gb:g} GB' if m.vram_gb else ''}")
             status = registry.availability(m, cells[0].modality, settings)
@@ -964,9 +966,12 @@ class _Builder:
                 d,
                 "psnr-time",
                 figs / f"{stem}-psnr-time.png",
-                [f"Held-out PSNR against training time ({TIME_METRIC}) per cell of the video methods, study {d.name}."],
+                [
+                    "Held-out PSNR against training time (seconds_train, else seconds_total) per cell of the video "
+                    f"methods, study {d.name}."
+                ],
             )
-        if not d.human.empty and d.human["votes"].sum():
+        if not d.human.empty:
             files = _human_plot(report, d.human, figs / f"{stem}-human", html=False)
             if files:
                 self.add_figure(
@@ -1030,14 +1035,16 @@ class _Builder:
         part = r[(r["metric"] == "psnr") & (r["modality"] == "video") & np.isfinite(r["value"])]
         if part.empty:
             return False
+        train = r[(r["metric"] == "seconds_train") & np.isfinite(r["value"])].set_index("cell_key")["value"]
         seconds = d.cells.set_index("cell_key")["seconds_total"]
+        seconds = train.reindex(seconds.index).fillna(seconds)  # the training stage where the method reports it
         fig, ax = _figure()
         for variant, rows in part.groupby("variant", sort=False):
             ax.scatter(seconds.reindex(rows["cell_key"]).to_numpy(), rows["value"], s=36, label=mpl_text(variant))
             for key, value, label in zip(rows["cell_key"], rows["value"], rows["input"], strict=True):
                 ax.annotate(mpl_text(str(label)[:24]), (seconds.get(key, np.nan), value), fontsize=7,
                             textcoords="offset points", xytext=(4, 4))  # fmt: skip
-        ax.set(title="held-out PSNR vs training time", xlabel=f"{TIME_METRIC} (s)", ylabel="psnr (dB)")
+        ax.set(title="held-out PSNR vs training time", xlabel="seconds_train (s)", ylabel="psnr (dB)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         _save_png(fig, path.with_suffix(""))
@@ -1171,16 +1178,25 @@ class _Builder:
         self.doc.p(text)
 
     def human(self, d: StudyData) -> None:
-        if d.human.empty or d.quality is None:
+        h = d.human
+        if h.empty:
             return
-        agreement = ranking_agreement(d.summary, d.human)
-        row = agreement[agreement["metric"] == d.quality]
-        if len(row) and np.isfinite(row["tau"].iloc[0]):
-            r = row.iloc[0]
-            self.doc.p(
-                f"Human ({r['human']}, {int(d.human['votes'].sum())} votes, {int(d.human['ratings'].sum())} "
-                f"ratings) against {d.quality}: Kendall's tau = {fmt(r['tau'])} over {r['variants']} variants."
-            )
+        column = "win_rate" if h["votes"].sum() else "likert"
+        what = "arena win rate" if column == "win_rate" else "mean Likert score"
+        scored = h[np.isfinite(h[column])].sort_values(column, ascending=False, kind="stable")
+        text = (  # each vote counts once for each of its two variants
+            f"Human judgement ({what}; {int(h['votes'].sum()) // 2} votes, {int(h['ratings'].sum())} ratings): "
+            + ", ".join(f"{r.variant} {fmt(getattr(r, column))}" for r in scored.itertuples())
+        )
+        if d.quality is not None:
+            agreement = ranking_agreement(d.summary, h)
+            row = agreement[agreement["metric"] == d.quality]
+            if len(row) and np.isfinite(row["tau"].iloc[0]):
+                r = row.iloc[0]
+                text += f"; Kendall's tau with {d.quality}: {fmt(r['tau'])} over {r['variants']} variants"
+            else:
+                text += f"; Kendall's tau with {d.quality} needs three or more variants with both, so it is not given"
+        self.doc.p(text + ".")
 
     def failures(self, d: StudyData) -> None:
         doc = self.doc
