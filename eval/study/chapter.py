@@ -623,9 +623,14 @@ class _Builder:
         planned = [d for d in self.data if not d.ran]
         if planned:
             doc.h(2, "Studies prepared but not run here")
+            from eval.metrics.clip import DEFAULT_CLIP
+
+            clip = sorted({m for d in planned for m in d.study.protocol.clip_models} or {DEFAULT_CLIP})
             doc.p(
-                "These study files are ready for a GPU host; they were not run on this machine. What each method "
-                "needs and the expected cost (the methods' own time estimates on a GPU, summed over the cells):"
+                "These study files are ready for a GPU host; they were not run on this machine. Each also needs "
+                f"the CLIP checkpoint(s) the protocol scores with ({', '.join(clip)}) for CLIP score and "
+                "R-precision. What each method needs and the expected cost (the methods' own time estimates on "
+                "a GPU, summed over the cells):"
             )
             doc.items([self.plan_line(d) for d in planned])
 
@@ -661,26 +666,34 @@ class _Builder:
 
     def plan_line(self, d: StudyData) -> Text:
         import methods
-        from methods import registry
 
         seconds = 0.0
-        needs = []
+        by_method: dict[str, list[str]] = {}
         for v in d.study.methods:
             cells = [c for c in d.study.cells if c.variant == v.label]
             m = methods.get(v.method)
             settings = type(m.default_settings(cells[0].modality)).from_dict(cells[0].settings)
             seconds += sum(m.estimate_seconds(settings, True) for _ in cells)
+            if v.method in by_method:
+                by_method[v.method].append(v.label)
+                continue
+            by_method[v.method] = [v.label]
             what = []
             if m.weights:
                 size = f" ({m.weights_gb:g} GB)" if m.weights_gb else ""
                 names = [w.rsplit("/", 1)[-1] if w.startswith("http") else w for w in m.weights]
                 listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
                 what.append(f"weights {listed}{size}")
-            if m.needs_gpu or m.vram_gb:
-                what.append(f"a GPU{f' with {m.vram_gb:g} GB' if m.vram_gb else ''}")
-            status = registry.availability(m, cells[0].modality, settings)
-            here = "runs here" if status.ok else f"here: {public(status.reason)}"
-            needs.append(f"{v.label} ({'; '.join(what) or 'no weights'}; {here})")
+            if m.needs_gpu:
+                what.append("a CUDA GPU")
+            if m.vram_gb >= 1:
+                what.append(f"about {m.vram_gb:g} GB of GPU memory")
+            by_method[v.method].append("; ".join(what) or "no weights to download")
+        needs = []
+        for method_id, (first, need, *more) in ((k, v) for k, v in by_method.items()):
+            variants = [first, *more]
+            names = variants[0] if len(variants) == 1 else f"{method_id}: {len(variants)} variants"
+            needs.append(f"{names} ({need})")
         cost = f"{seconds / 3600:.1f} GPU hours" if seconds >= 3600 else f"{seconds / 60:.0f} GPU minutes"
         return [
             Code(d.study.path.name),
