@@ -385,3 +385,20 @@ def test_the_report_on_a_study_without_quality_measures_has_no_quality_plot(tmp_
     assert report.quality is None
     assert not (tmp_path / "report" / "plots" / "quality_vs_time.png").exists()
     assert "measured no quality measure" in (tmp_path / "report" / "report.md").read_text()
+
+
+@needs_tex
+def test_several_studies_make_one_chapter_with_a_part_each(chapter, tmp_path: Path, tiny_sphere):
+    fam, _ = chapter
+    special = load_study(_special_study(tmp_path / "special"))
+    built = build_chapter([fam, special], tmp_path / "chapter", renders=False)
+    md_text = built.markdown.read_text()
+    for part in ("## Experimental Setup", "## Results and Analysis"):
+        section = _section(md_text, part, None)
+        assert section.index("### Study fam") < section.index("### Study special")
+    assert "comparative studies fam, special" in md_text and ": 16 cells (one input" in md_text
+    assert [d.quality for d in built.data] == ["f_score@0.02", None]
+    assert "Study special measured no quality measure" in md_text and "Study fam measured" not in md_text
+    pdf = _compile(built.out_dir, "chapter4-standalone.tex")
+    log = (built.out_dir / "chapter4-standalone.log").read_text(errors="replace")
+    assert "multiply defined" not in log and "??" not in _pdf_text(pdf)

@@ -1209,7 +1209,21 @@ class _Builder:
                 text += f"; Kendall's tau with {d.quality}: {fmt(r['tau'])} over {r['variants']} variants"
             else:
                 text += f"; Kendall's tau with {d.quality} needs three or more variants with both, so it is not given"
-        self.doc.p(text + ".")
+        label = self.label("tab", d, "human")
+        self.doc.p(text + " (", Ref(label), ").")
+        self.doc.table(
+            Table(
+                label,
+                [f"Human judgement in study {d.name}: arena win rate (ties and both-bad count half) and mean Likert "
+                 "score (overall criterion), with the votes and ratings they rest on."],
+                [["Variant"], ["Win rate"], ["Votes"], ["Mean Likert"], ["Ratings"]],
+                [
+                    [[r.variant], [fmt(r.win_rate)], [str(r.votes)], [fmt(r.likert)], [str(r.ratings)]]
+                    for r in h.itertuples()
+                ],
+                "lcccc",
+            )
+        )  # fmt: skip
 
     def failures(self, d: StudyData) -> None:
         doc = self.doc
