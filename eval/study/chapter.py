@@ -25,6 +25,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from textwrap import shorten
 from typing import Any
 
 import numpy as np
@@ -911,7 +912,7 @@ class _Builder:
                         continue
                     mean = fmt(e["mean"])
                     cell: Text = [Bold(mean) if best[m] == v else mean]
-                    cell.append(f" [{fmt(e['low'])}, {fmt(e['high'])}]")
+                    cell.append(f" [{fmt(e['low'])}, {fmt(e['high'])}]" if e["n"] > 1 else " (one cell)")
                     row.append(cell)
                 rows.append(row)
             self.doc.table(
@@ -1068,8 +1069,12 @@ class _Builder:
         self.doc.h(2 if not self.several else 3, f"Analysis of study {d.name}" if self.several else "Analysis")
         opts = d.study.report
         metrics = [m for _, ms in groups for m in ms if index_direction(d.summary, m) in ("higher", "lower")]
-        doc.p("Ranking of the variants by mean, per metric (best first):")
-        doc.items([[analysis.ranking_sentence(d.summary, m)] for m in metrics])
+        with_values = [v for v in d.variants if v in set(d.summary.loc[np.isfinite(d.summary["mean"]), "variant"])]
+        if len(with_values) > 1:
+            doc.p("Ranking of the variants by mean, per metric (best first):")
+            doc.items([[analysis.ranking_sentence(d.summary, m)] for m in metrics])
+        else:
+            doc.p(f"Only {', '.join(with_values) or 'no variant'} has values in study {d.name}, so nothing is ranked.")
         q = d.quality
         compared = [m for m in (q, TIME_METRIC) if m and m in set(d.summary["metric"])]
         rows, sentences = [], []
@@ -1237,7 +1242,7 @@ class _Builder:
             + "; ".join(f"{v}: {n} {s}" for (v, s), n in per.items())
             + f" (of {len(d.cells)} cells)."
         )
-        grouped = bad.assign(error=bad["error"].map(lambda e: public(e)[:160])).groupby(
+        grouped = bad.assign(error=bad["error"].map(lambda e: shorten(public(e), 300, placeholder=" ..."))).groupby(
             ["variant", "status", "error"], sort=False
         )
         rows = [[[v], [s], [str(len(g))], [e]] for (v, s, e), g in grouped]
