@@ -402,3 +402,21 @@ def test_several_studies_make_one_chapter_with_a_part_each(chapter, tmp_path: Pa
     pdf = _compile(built.out_dir, "chapter4-standalone.tex")
     log = (built.out_dir / "chapter4-standalone.log").read_text(errors="replace")
     assert "multiply defined" not in log and "??" not in _pdf_text(pdf)
+
+
+def test_a_method_without_paper_metadata_is_cited_from_its_own_attributes_and_paths_are_not_shown():
+    from types import SimpleNamespace
+
+    from eval.study.bibliography import bibtex, method_keys
+    from eval.study.chapter import public
+
+    method = SimpleNamespace(id="My_Method", paper="Someone 2024, A & B_c: 50% better", paper_url="https://x.org/a")
+    assert method_keys(method) == ("method-my-method",)
+    bib = bibtex(["method-my-method", "ho2020ddpm"], {"method-my-method": method})
+    assert "@misc{method-my-method,\n  title = {{Someone 2024, A \\& B\\_c: 50\\% better}}" in bib
+    assert "url = {https://x.org/a}" in bib and "@inproceedings{ho2020ddpm," in bib
+    with pytest.raises(KeyError, match="no paper metadata"):
+        bibtex(["nobody2020"])
+    assert method_keys(SimpleNamespace(id="plain", paper="", paper_url="")) == ()
+    text = "cannot read /srv/data/private/scene.ply (see https://host.org/a/b/c.pt)"
+    assert public(text) == "cannot read scene.ply (see https://host.org/a/b/c.pt)"

@@ -127,6 +127,7 @@ class Figure:
 @dataclass
 class Doc:
     blocks: list[tuple[str, Any]] = field(default_factory=list)
+    methods: dict[str, object] = field(default_factory=dict)  # citation key -> method without paper metadata
 
     def h(self, level: int, text: str) -> None:
         self.blocks.append(("h", (level, text)))
@@ -322,13 +323,13 @@ def md(text: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", str(text).replace("\n", " "))
 
 
-def _md_segs(segs: Text, numbers: dict[str, int]) -> str:
+def _md_segs(segs: Text, numbers: dict[str, int], methods: dict[str, object]) -> str:
     out = []
     for s in segs:
         if isinstance(s, str):
             out.append(md(s))
         elif isinstance(s, Cite):
-            out.append(" (" + "; ".join(f"[{md(short_cite(k, _METHODS))}](#ref-{k})" for k in s.keys) + ")")
+            out.append(" (" + "; ".join(f"[{md(short_cite(k, methods))}](#ref-{k})" for k in s.keys) + ")")
         elif isinstance(s, Code):
             out.append(f"`{s.text.replace('`', '')}`")
         elif isinstance(s, Bold):
@@ -349,26 +350,23 @@ def render_md(doc: Doc) -> str:
             level, text = data
             out.append("#" * (level + 1) + " " + (f"Chapter 4: {text}" if level == 0 else text))
         elif kind == "p":
-            out.append(_md_segs(data, numbers))
+            out.append(_md_segs(data, numbers, doc.methods))
         elif kind == "ul":
-            out.append("\n".join(f"- {_md_segs(e, numbers)}" for e in data))
+            out.append("\n".join(f"- {_md_segs(e, numbers, doc.methods)}" for e in data))
         elif kind == "table":
-            caption = f"**Table {numbers[data.label]}.** {_md_segs(data.caption, numbers)}"
-            head = "| " + " | ".join(_md_segs(h, numbers) for h in data.header) + " |"
+            caption = f"**Table {numbers[data.label]}.** {_md_segs(data.caption, numbers, doc.methods)}"
+            head = "| " + " | ".join(_md_segs(h, numbers, doc.methods) for h in data.header) + " |"
             rule = "|" + "---|" * len(data.header)
-            rows = ["| " + " | ".join(_md_segs(c, numbers) for c in row) + " |" for row in data.rows]
+            rows = ["| " + " | ".join(_md_segs(c, numbers, doc.methods) for c in row) + " |" for row in data.rows]
             out.append("\n".join([caption, "", head, rule, *rows]))
         elif kind == "fig":
-            caption = f"**Figure {numbers[data.label]}.** {_md_segs(data.caption, numbers)}"
+            caption = f"**Figure {numbers[data.label]}.** {_md_segs(data.caption, numbers, doc.methods)}"
             out.append(f"![Figure {numbers[data.label]}]({data.path})\n\n{caption}")
     keys = doc.cited()
     if keys:
         out.append("## References")
-        out.append("\n".join(f'- <a id="ref-{k}"></a>{md(reference_text(k, _METHODS))}' for k in keys))
+        out.append("\n".join(f'- <a id="ref-{k}"></a>{md(reference_text(k, doc.methods))}' for k in keys))
     return "\n\n".join(out) + "\n"
-
-
-_METHODS: dict[str, object] = {}  # citation key -> method, for methods without paper metadata
 
 
 # ----------------------------------------------------------------------------- data
@@ -458,20 +456,21 @@ def build_chapter(
             stale.unlink()
     stores = stores or [open_store(s, db) for s in studies]
     data = [load_data(s, st) for s, st in zip(studies, stores, strict=True)]
-    _METHODS.clear()
+    cite_methods: dict[str, object] = {}
     for d in data:
         for v in d.study.methods:
             m = methods.get(v.method)
             for key in method_keys(m):
                 if key not in PAPERS:
-                    _METHODS[key] = m
+                    cite_methods[key] = m
     builder = _Builder(data, out, renders)
     doc = builder.build()
+    doc.methods = cite_methods
     (out / "chapter4.tex").write_text(render_tex(doc), encoding="utf-8")
     (out / "chapter4.md").write_text(render_md(doc), encoding="utf-8")
     (out / "chapter4-standalone.tex").write_text(STANDALONE, encoding="utf-8")
     cited = doc.cited()
-    (out / "chapter4.bib").write_text(bibtex(cited, _METHODS), encoding="utf-8")
+    (out / "chapter4.bib").write_text(bibtex(cited, cite_methods), encoding="utf-8")
     tables = []
     for kind, t in doc.blocks:
         if kind == "table":
