@@ -8,7 +8,7 @@
 #
 # Runs (resumable; cells already in the store are kept): the four generative families on the 12
 # held-out captions x 3 seeds (a few CPU minutes), NeRF on the lego scene and the bundled turntable
-# views (90 s of training each). The GPU studies (gpu-text, gpu-text-opt, gpu-image) are only
+# views (30 s and 90 s of training each). The GPU studies (gpu-text, gpu-text-opt, gpu-image) are only
 # described: the chapter lists what they need and their expected cost.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
