@@ -8,12 +8,15 @@ Public API::
     from eval.study import InProcessExecutor, LocalExecutor, RayExecutor, make_executor
     from eval.study import build_report, bootstrap_ci, Report           # the report folder
     from eval.study import read_prompts, provenance                     # prompt sets from files
+    from eval.study import build_chapter, Chapter                       # the thesis chapter (LaTeX + Markdown)
 
-Command line: ``python -m eval study check|run|report STUDY.yaml`` (:mod:`eval.study.cli`).
+Command line: ``python -m eval study check|run|report STUDY.yaml`` (:mod:`eval.study.cli`);
+``python -m eval study report STUDY.yaml [...] --chapter DIR`` writes the chapter (:mod:`eval.study.chapter`).
 Runs are recorded in the run store like app runs, tagged with ``study`` and ``cell_key``.
 """
 
 from eval.study.cells import Cell, cell_key
+from eval.study.chapter import Chapter, build_chapter
 from eval.study.executors import InProcessExecutor, LocalExecutor, RayExecutor, make_executor
 from eval.study.prompts import provenance, read_prompts
 from eval.study.report import Report, bootstrap_ci, build_report
@@ -22,6 +25,7 @@ from eval.study.spec import Study, StudyFileError, load_study
 
 __all__ = [
     "Cell",
+    "Chapter",
     "InProcessExecutor",
     "LocalExecutor",
     "RayExecutor",
@@ -31,6 +35,7 @@ __all__ = [
     "StudyInterrupted",
     "StudyRun",
     "bootstrap_ci",
+    "build_chapter",
     "build_report",
     "cell_key",
     "finished_cells",

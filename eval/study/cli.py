@@ -5,6 +5,7 @@
                                         [--address auto] [--num-cpus N] [--gpus-per-cell 1]
                                         [--retry-failed] [--db PATH] [--quiet]
     python -m eval study report STUDY.yaml [--out DIR] [--no-renders] [--db PATH]
+    python -m eval study report STUDY.yaml [STUDY.yaml ...] --chapter DIR   # the thesis chapter (LaTeX + Markdown)
 
 The store is ``--db``, else the study's ``store:``, else TRILEMMA_DB (default data/trilemma.db).
 Exit codes: 0 done (failed cells are results, listed in the report), 2 a bad study file or
@@ -47,8 +48,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     report = sub.add_parser("report", help="write the report folder: tables, plots, renders, Markdown, HTML, LaTeX")
     report.add_argument("--out", help="report folder (default: <study output>/report)")
     report.add_argument("--no-renders", action="store_true", help="leave out the grids of turntable renders")
-    for p in (check, run, report):
+    report.add_argument(
+        "--chapter",
+        metavar="DIR",
+        help="write the thesis chapter (chapter4.tex, .bib, .md, figures/, tables/) for one or several studies",
+    )
+    for p in (check, run):
         p.add_argument("study", help="the study file (YAML)")
+    report.add_argument("study", nargs="+", help="the study file(s) (YAML); several only with --chapter")
+    for p in (check, run, report):
         p.add_argument("--db", help="the run store (default: the study's store:, else $TRILEMMA_DB)")
     parser.set_defaults(handler=main_args)
 
@@ -59,12 +67,18 @@ def main_args(args: argparse.Namespace) -> int:
     from methods.base import MethodError
 
     try:
+        if args.study_command == "report":
+            paths = args.study
+            if len(paths) > 1 and not args.chapter:
+                print("error: several studies make one report only with --chapter DIR", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            studies = [load_study(p) for p in paths]
+            return _chapter(studies, args) if args.chapter else _report(studies[0], args)
         study = load_study(args.study)
         if args.study_command == "check":
             return _check(study, args)
         if args.study_command == "run":
             return _run(study, args)
-        return _report(study, args)
     except StudyFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -136,6 +150,18 @@ def _report(study, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(report.out_dir)
+    return 0
+
+
+def _chapter(studies, args: argparse.Namespace) -> int:
+    from eval.study.chapter import build_chapter
+
+    chapter = build_chapter(studies, args.chapter, renders=not args.no_renders, db=args.db)
+    print(
+        f"chapter: {len(chapter.tables)} tables, {len(chapter.figures)} figures, {len(chapter.cited)} references",
+        file=sys.stderr,
+    )
+    print(chapter.out_dir)
     return 0
 
 

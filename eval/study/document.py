@@ -257,7 +257,13 @@ def build_document(study: Study, store: Store, report: Report, human: pd.DataFra
         [
             f"Seeds: {', '.join(map(str, study.seeds))} (each cell: one input, one method variant, one seed).",
             _protocol_line(study),
-            f"Quality in the plots: `{report.quality or 'none available'}`; time: `{TIME_METRIC}` (the method's "
+            (
+                f"Quality in the plots: `{report.quality}`"
+                if report.quality
+                else "Quality in the plots: none, the study measured no quality measure (R-precision, CLIP score, "
+                "reference F-score or Chamfer, held-out PSNR), so the quality plots are left out"
+            )
+            + f"; time: `{TIME_METRIC}` (the method's "
             "stages and export, without scoring; a worker's first cell of a method also loads its model, see "
             "`seconds_load` where the method reports it); diversity: mean pairwise Chamfer-L1 between the seeds' "
             f"assets ({DIVERSITY_POINTS} surface points each, canonical frame).",

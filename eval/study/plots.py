@@ -93,6 +93,7 @@ def _scatter(
     *,
     log_x: bool = False,
     colour: str | None = None,
+    html: bool = True,
 ) -> dict[str, Path]:
     data = tri[tri[f"{x}_mean"].notna() & tri[f"{y}_mean"].notna()]
     fig, ax = _figure()
@@ -116,14 +117,18 @@ def _scatter(
         ax.scatter(data[f"{x}_mean"], data[f"{y}_mean"], s=40, zorder=3)
     for _, row in data.iterrows():
         ax.annotate(
-            row["variant"], (row[f"{x}_mean"], row[f"{y}_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            mpl_text(row["variant"]),
+            (row[f"{x}_mean"], row[f"{y}_mean"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
         )
     if log_x and (data[f"{x}_mean"] > 0).all():
         ax.set_xscale("log")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set(title=mpl_text(title), xlabel=mpl_text(xlabel), ylabel=mpl_text(ylabel))
     ax.grid(True, alpha=0.3)
     files = {f"{stem.name}.png": _save_png(fig, stem)}
-    go = plotly_go()
+    go = plotly_go() if html else None
     if go is not None:
         hover = [
             f"{v}<br>{x}: {a:.4g}<br>{y}: {b:.4g}"
@@ -173,7 +178,7 @@ def _distribution(part: pd.DataFrame, metric: str, stem: Path) -> dict[str, Path
     variants = list(dict.fromkeys(part["variant"]))
     values = [part.loc[part["variant"] == v, "value"].to_numpy() for v in variants]
     fig, ax = _figure(max(4.8, 1.2 * len(variants) + 2), 4.0)
-    ax.boxplot(values, tick_labels=["\n".join(textwrap.wrap(v, 18)) for v in variants], showmeans=True)
+    ax.boxplot(values, tick_labels=[mpl_text("\n".join(textwrap.wrap(v, 18))) for v in variants], showmeans=True)
     rng = np.random.default_rng(0)
     for i, vals in enumerate(values, start=1):
         ax.scatter(i + rng.uniform(-0.08, 0.08, len(vals)), vals, s=10, alpha=0.6, color="tab:blue", zorder=3)
@@ -199,7 +204,7 @@ def _distribution(part: pd.DataFrame, metric: str, stem: Path) -> dict[str, Path
     return files
 
 
-def _human_plot(report: Report, human: pd.DataFrame, stem: Path) -> dict[str, Path]:
+def _human_plot(report: Report, human: pd.DataFrame, stem: Path, html: bool = True) -> dict[str, Path]:
     column = "win_rate" if human["votes"].sum() else "likert"
     auto = variant_points(report, report.quality)["mean"]
     data = human.assign(auto=human["variant"].map(auto)).dropna(subset=[column, "auto"])
@@ -214,13 +219,17 @@ def _human_plot(report: Report, human: pd.DataFrame, stem: Path) -> dict[str, Pa
     ax.scatter(data["auto_rank"], data["human_rank"], s=40)
     for _, r in data.iterrows():
         ax.annotate(
-            r["variant"], (r["auto_rank"], r["human_rank"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            mpl_text(r["variant"]),
+            (r["auto_rank"], r["human_rank"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
         )
-    ax.set(title=title, xlabel=f"rank by {report.quality}", ylabel=f"rank by {column}")
+    ax.set(title=mpl_text(title), xlabel=mpl_text(f"rank by {report.quality}"), ylabel=f"rank by {column}")
     ax.invert_xaxis()
     ax.invert_yaxis()
     files = {f"{stem.name}.png": _save_png(fig, stem)}
-    go = plotly_go()
+    go = plotly_go() if html else None
     if go is not None:
         trace = go.Scatter(
             x=list(data["auto_rank"]),
@@ -237,6 +246,11 @@ def _human_plot(report: Report, human: pd.DataFrame, stem: Path) -> dict[str, Pa
         }
         files[f"{stem.name}.html"] = _save_html(go.Figure(trace, layout), stem)
     return files
+
+
+def mpl_text(text: str) -> str:
+    """Text that matplotlib shows as written (a ``$`` would otherwise start mathtext)."""
+    return str(text).replace("$", r"\$")
 
 
 def _save_png(fig, stem: Path) -> Path:

@@ -472,6 +472,7 @@ class _Validator:
                 self.fail(line, str(exc))
                 return None
             source, prov, default_name = str(path), provenance(path), path.stem
+        reference = self.file(entry, "reference_mesh", "reference mesh") if "reference_mesh" in entry else None
         items = []
         for text, where, item_line in self.limited(entry, prompts):
             try:
@@ -486,12 +487,14 @@ class _Validator:
                     "text",
                     inputs.prompt,
                     prompt=inputs.prompt,
+                    reference_mesh=str(reference) if reference else None,
                     line=line,
                     where=where,
                     inputs_hash=inputs.hash(),
                 )
             )
-        return InputSet(default_name, "text", source, prov, line, items) if items else None
+        ref = str(reference) if reference else None
+        return InputSet(default_name, "text", source, prov, line, items, ref) if items else None
 
     def caption_set(self, entry: _Map) -> InputSet | None:
         """Captions of the procedural shape set, each with its reference mesh (quality against the caption)."""

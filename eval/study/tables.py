@@ -81,7 +81,7 @@ def summarize(results: pd.DataFrame, n_resamples: int = 2000, confidence: float 
         mean, low, high = bootstrap_ci(part["value"].to_numpy(), n_resamples, confidence, seed)
         rows.append({**dict(zip(keys, key, strict=True)), "n": len(part), "mean": mean, "low": low, "high": high})
     columns = [*keys, "n", "mean", "low", "high"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns).astype({"mean": float, "low": float, "high": float})
 
 
 def cell_table(study: Study, store: Store) -> pd.DataFrame:
@@ -165,7 +165,7 @@ def result_table(cells: pd.DataFrame, store: Store) -> pd.DataFrame:
         "value_text",
         "metric_settings",
     ]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns).astype({"value": float})  # float even with no rows
     order = {k: i for i, k in enumerate(cells["cell_key"])}
     return table.sort_values(
         ["cell_key", "metric"], key=lambda s: s.map(order) if s.name == "cell_key" else s, kind="stable"
@@ -221,16 +221,18 @@ def _num(value: Any) -> float:
 
 
 def pick_quality(summary: pd.DataFrame, wanted: str | None = None) -> str | None:
-    """The metric shown as "quality": the protocol's choice when it has values, else the first
-    higher-is-better metric with values, by group (alignment, image, geometry)."""
+    """The metric shown as "quality": a quality measure only (R-precision, CLIP score, reference F-score
+    or Chamfer, held-out PSNR; :data:`eval.study.metric_defs.QUALITY_ORDER`), never a mesh property such
+    as ``watertight``. The protocol's choice when it is one and has values, else the first by preference;
+    None when the study measured none."""
+    from eval.study.metric_defs import is_quality, quality_rank
+
     have = summary[np.isfinite(summary["mean"])]
-    if wanted and wanted in set(have["metric"]):
+    names = list(dict.fromkeys(have["metric"]))
+    if wanted and wanted in names and is_quality(wanted):
         return wanted
-    for group in ("alignment", "image", "geometry"):
-        part = have[(have["group"] == group) & (have["higher_is_better"] == "higher")]
-        if len(part):
-            return str(part["metric"].iloc[0])
-    return None
+    quality = sorted((m for m in names if is_quality(m)), key=quality_rank)
+    return quality[0] if quality else None
 
 
 def human_scores(store: Store, cells: pd.DataFrame) -> pd.DataFrame:
