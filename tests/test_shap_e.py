@@ -50,6 +50,15 @@ def disk_on(background: tuple[int, int, int], size: tuple[int, int] = (200, 120)
 # ----------------------------------------------------------------------------- spec and settings
 
 
+PIN_COUNT = 1e-3  # relative: a few vertices of tens of thousands move with the CPU's rounding
+PIN_VERTEX = 1e-3  # a grid cell here is 0.06
+PIN_COLOUR = 1e-2  # another prompt (same seed) moves the count by 0.5 % and these colours by 0.16
+
+
+def close_count(got: int, pinned: int) -> bool:
+    return abs(got - pinned) <= PIN_COUNT * pinned
+
+
 def test_importing_the_method_imports_no_torch() -> None:
     code = "import sys, methods.shap_e; print(sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -93,12 +102,14 @@ def test_text_run_gives_a_coloured_mesh_and_reports_every_stage(tiny_shap_e_text
     assert stages[0] == "load" and stages[-1] == "decode" and stages == sorted(stages, key=order.index)
     samples = [e.fraction for e in events if e.stage == "sample" and e.fraction]
     assert len(samples) == 3 and samples == sorted(samples) and samples[-1] == pytest.approx(1.0)  # Heun: 2n-1
-    # pinned from this tiny checkpoint (seed 0): the counts, and the first vertices (x is interpolated) and colours
-    assert (len(mesh.vertices), len(mesh.faces)) == (36554, 77684)
+    # pinned from this tiny checkpoint (seed 0): the counts, and the first vertices (x is interpolated) and colours.
+    # The random network amplifies the CPU's kernel rounding (another Xeon gave 4 more vertices and colours 0.004
+    # off), so the pins hold to PIN_COUNT / PIN_VERTEX / PIN_COLOUR rather than to the last bit.
+    assert close_count(len(mesh.vertices), 36554) and close_count(len(mesh.faces), 77684)
     expected_vertices = np.array([[-0.95322, -0.93939, -0.93939], [-0.96880, -0.93939, -0.87879]], dtype=np.float32)
     expected_colours = np.array([[0.22332, 0.24911, 0.20629], [0.20915, 0.25905, 0.25462]], dtype=np.float32)
-    assert np.abs(mesh.vertices[:2] - expected_vertices).max() < 1e-4
-    assert np.abs(mesh.vertex_colors[:2] - expected_colours).max() < 1e-4
+    assert np.abs(mesh.vertices[:2] - expected_vertices).max() < PIN_VERTEX
+    assert np.abs(mesh.vertex_colors[:2] - expected_colours).max() < PIN_COLOUR
 
 
 def test_seed_decides_the_mesh(tiny_shap_e_text: Path) -> None:
@@ -172,11 +183,11 @@ def test_image_run_gives_a_coloured_mesh(tiny_shap_e_image: Path) -> None:
     assert mesh.vertex_colors.min() >= 0.0 and mesh.vertex_colors.max() <= 1.0
     assert {"prepare", "load", "sample", "decode"} == set(asset.stage_seconds)
     assert {"load", "sample", "decode"} == {e.stage for e in events}
-    assert len(mesh.vertices) == 32816
+    assert close_count(len(mesh.vertices), 32816)
     expected_vertices = np.array([[-0.94958, -0.93939, -0.93939], [-0.96955, -0.93939, -0.81818]], dtype=np.float32)
     expected_colours = np.array([[0.20704, 0.25321, 0.27317], [0.17325, 0.26439, 0.21147]], dtype=np.float32)
-    assert np.abs(mesh.vertices[:2] - expected_vertices).max() < 1e-4
-    assert np.abs(mesh.vertex_colors[:2] - expected_colours).max() < 1e-4
+    assert np.abs(mesh.vertices[:2] - expected_vertices).max() < PIN_VERTEX
+    assert np.abs(mesh.vertex_colors[:2] - expected_colours).max() < PIN_COLOUR
 
 
 def test_text_checkpoint_for_image_input_is_a_checkpoint_error(tiny_shap_e_text: Path) -> None:
