@@ -364,13 +364,9 @@ def _reference_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
         if opts.icp:
             t = np.asarray(result["icp_transform"])
             mesh = type(mesh)(np.asarray(mesh.vertices, np.float64) @ t[:3, :3].T + t[:3, 3], mesh.faces)
-        try:
-            iou = geometry.volume_iou(mesh, reference.mesh, settings.iou_points, settings.seed)
-        except ImportError as exc:  # Open3D's native libraries (libusb, ...) missing on this host
-            yield _skipped("volume_iou", "geometry", f"Open3D is not importable here: {exc}")
-        else:
-            iou_settings = common | {"occupancy": "Open3D ray parity, majority of 3 rays"}
-            yield MetricRow("volume_iou", iou, "", True, "geometry", iou_settings)
+        iou = geometry.volume_iou(mesh, reference.mesh, settings.iou_points, settings.seed)
+        iou_settings = common | {"occupancy": "Embree ray parity, majority of 3 rays"}
+        yield MetricRow("volume_iou", iou, "", True, "geometry", iou_settings)
 
 
 def _image_rows(shots: _Shots, inputs: Inputs, opts: ProtocolOptions) -> Iterator[MetricRow]:

@@ -8,7 +8,7 @@ Public API::
     geometry.chamfer_distance(a, b)                   -> {"chamfer_l1", "chamfer_l2"}
     geometry.f_score(a, b, threshold)                 -> float
     geometry.compare_to_reference(points, normals, reference_mesh, ReferenceSettings())
-    geometry.volume_iou(mesh_a, mesh_b)               -> float   (Open3D ray casting)
+    geometry.volume_iou(mesh_a, mesh_b)               -> float   (Embree ray parity)
     geometry.icp(source, target)                      -> 4x4, rmse
     geometry.ChamferFScore                            accumulator
     mesh_quality.mesh_quality(vertices, faces)        -> MeshQuality
