@@ -135,7 +135,7 @@ def test_image_to_3d_with_an_example_image(app_client):
 
 
 def test_video_to_3d_with_example_views(app_client):
-    views = sorted((EXAMPLES / "turntable").glob("*.png"))
+    views = sorted((EXAMPLES / "turntable").glob("view_*.jpg"))
     files, report = app_client.predict(
         [handle_file(str(p)) for p in views], [SPHERE], 2, False, "{}", api_name="/video_to_3d"
     )
@@ -299,9 +299,9 @@ def test_upload_previews_say_what_was_uploaded(tmp_path):
     assert image.mode == "RGBA" and note == "red_mug.png: 256×256 px, transparent background"
     image, note = _preview_image(_write(tmp_path, "notes.png", b"not pixels"))
     assert image is None and note.startswith("⚠️ notes.png is not an image")
-    views = [str(p) for p in sorted((EXAMPLES / "turntable").glob("*.png"))]
+    views = [str(p) for p in sorted((EXAMPLES / "turntable").glob("view_*.jpg"))]
     gallery, note = _preview_views(views)
-    assert gallery == views and note == "8 views, 160×160 px"
+    assert gallery == views and note == "24 views, 224×224 px"
 
 
 def test_unavailable_methods_are_listed_with_their_reason(app_methods):
@@ -309,7 +309,7 @@ def test_unavailable_methods_are_listed_with_their_reason(app_methods):
 
     choices, ticked, notes = method_choices("text")
     labels = dict((value, label) for label, value in choices)
-    assert labels[SPHERE] == "Test sphere"
+    assert labels[SPHERE] == "Test sphere (~1 s)"  # its expected time here
     assert labels["app-test-unavailable"].startswith("Test unavailable (unavailable: Python package(s)")
     assert "app-test-unavailable" not in ticked
     assert any("trilemma_no_such_package" in note for note in notes)

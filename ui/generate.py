@@ -18,8 +18,9 @@ from typing import Any
 
 import gradio as gr
 
+from eval.run_cache import format_seconds
 from methods import runtime
-from methods.base import MethodError
+from methods.base import IMAGE_SUFFIXES, MethodError
 from methods.registry import get, listing
 from ui import jobs
 from ui.arena import likert_row
@@ -32,6 +33,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = ASSETS / "examples"
 TITLES = {"text": "Text → 3D", "image": "Image → 3D", "video": "Video → 3D"}
 API_NAMES = {"text": "text_to_3d", "image": "image_to_3d", "video": "video_to_3d"}
+QUICK_SECONDS = 60  # methods expected to finish within a minute here are ticked at first
 REASON_CHARS = 48  # unavailable reasons are cut to this length in the method list; shown whole below it
 VIEWER_HEIGHT = 300
 
@@ -51,16 +53,25 @@ def example_images() -> list[Path]:
 
 
 def example_view_sets() -> list[list[Path]]:
-    return [sorted(folder.glob("*.png")) for folder in sorted(EXAMPLES.iterdir()) if folder.is_dir()]
+    def views(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    return [views(folder) for folder in sorted(EXAMPLES.iterdir()) if folder.is_dir()]
 
 
 # ----------------------------------------------------------------------------- method choices
 
 
 def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], list[str]]:
-    """(label, id) choices for the method list, the ids ticked at first (available ones), and notes
-    on the unavailable ones with their full reason."""
-    choices, ready, notes = [], [], []
+    """(label, id) choices for the method list, the ids ticked at first, and notes on the unavailable
+    ones with their full reason.
+
+    Each available method's label carries its expected time on this machine ("~1 s", "~33 min"), and
+    the methods ticked at first are those expected to finish within ``QUICK_SECONDS`` here (at most
+    ``jobs.MAX_METHODS``; the fastest one when none is that quick).
+    """
+    choices, timed, notes = [], [], []
+    gpu = runtime.gpu_present()
     for row in listing(modality):
         label = row["label"]
         if not row["available"]:
@@ -69,9 +80,20 @@ def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], lis
             label = f"{label} (unavailable: {short})"
             notes.append(f"**{row['label']}** cannot run here: {reason}")
         else:
-            ready.append(row["id"])
+            seconds = expected_here(row["id"], modality, gpu)
+            label = f"{label} (~{format_seconds(max(seconds, 1.0))})"
+            timed.append((seconds, row["id"]))
         choices.append((label, row["id"]))
-    return choices, ready[:1], notes
+    quick = [mid for seconds, mid in timed if seconds <= QUICK_SECONDS][: jobs.MAX_METHODS]
+    if not quick and timed:
+        quick = [min(timed)[1]]
+    return choices, quick, notes
+
+
+def expected_here(method_id: str, modality: str, gpu: bool) -> float:
+    """The method's own estimate of seconds for its default settings on this machine's device."""
+    method = get(method_id)
+    return float(method.estimate_seconds(method.default_settings(modality), gpu=gpu))
 
 
 # ----------------------------------------------------------------------------- layout

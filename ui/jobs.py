@@ -93,7 +93,8 @@ class SlotState:
         if self.state == "running":
             done = f" {self.fraction:.0%}" if self.fraction is not None else ""
             line = f"⚙️ **{self.stage or 'starting'}**{done}"
-            return line + (f" — {self.message}" if self.message else "")
+            line += f" — {self.message}" if self.message else ""
+            return line + (f" (expected: {self.expected})" if self.expected else "")
         if self.state == "done" and self.cached:
             return f"♻️ {self.cached}"
         if self.state == "done":
