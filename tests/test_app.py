@@ -270,7 +270,10 @@ def test_ui_handler_streams_slots_and_panel(app_env, app_methods):
     assert "Done" in sphere[2] and "Done" in points[2]
     assert "Not run" in refused[2] and "trilemma_no_such_package" in refused[2]
     assert unused[0]["visible"] is False
-    panel = last[-1]
+    panel, matrix, metric_files = last[-3:]  # long-form rows, the comparison matrix, their CSV/JSON
+    assert "<th scope='col'>Test sphere</th><th scope='col'>Test points</th>" in matrix
+    assert [Path(f).name for f in metric_files] == ["metrics.csv", "metrics.json"]
+    assert len(Path(metric_files[0]).read_text().splitlines()) == len(panel) + 1
     assert {row[0] for row in panel} == {"Test sphere", "Test points"}
     vertices = [row for row in panel if row[0] == "Test sphere" and row[1] == "vertices"]
     assert vertices == [["Test sphere", "vertices", str(SPHERE_VERTICES[2]), "", ""]]

@@ -11,6 +11,7 @@ as a JSON string ``{"method id": {"setting": value}}``. It returns the GLB files
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import gradio as gr
 
 from eval.run_cache import format_seconds
+from eval.store import outputs_dir
 from methods import runtime
 from methods.base import IMAGE_SUFFIXES, MethodError
 from methods.registry import get, listing
@@ -26,6 +28,7 @@ from ui import jobs
 from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
+from ui.matrix import long_form_csv, long_form_json, matrix_html
 from ui.panel import PANEL_HEADERS, table
 from ui.settings_form import SettingsForm, build_settings_form
 
@@ -130,6 +133,8 @@ class ModalityTab:
     handler: Callable[..., Iterator[list[Any]]] | None = None  # the Generate handler (a generator)
     api_inputs: list[gr.components.Component] = field(default_factory=list)
     api_outputs: list[gr.components.Component] = field(default_factory=list)
+    matrix: gr.HTML | None = None  # metrics x methods (ui.matrix), filled as methods finish
+    metric_files: gr.File | None = None  # the long-form rows as CSV and JSON, once the request is done
 
 
 def _build_input(modality: str) -> tuple[gr.components.Component, list[Any]]:
@@ -219,7 +224,8 @@ def _show_result(result: dict[str, Any] | None):
     if not result:
         return gr.skip(), gr.skip()
     files = result.get("files") or None
-    return gr.update(value=result.get("glb"), label=result.get("label")), gr.update(value=files, visible=bool(files))
+    viewer = result.get("viewer") or result.get("glb")  # a reduced copy when the asset is heavy
+    return gr.update(value=viewer, label=result.get("label")), gr.update(value=files, visible=bool(files))
 
 
 def build_modality_tab(modality: str) -> ModalityTab:
@@ -253,19 +259,23 @@ def build_modality_tab(modality: str) -> ModalityTab:
             run = gr.Button("Generate", variant="primary", size="lg")
             notice = gr.Markdown(visible=False, elem_classes=["notice"])
     slots = _build_slots(max(len(ticked), 1), [labels[m] for m in ticked])
-    panel = gr.Dataframe(
-        headers=PANEL_HEADERS,
-        value=[],
-        label="Metrics (↑ higher is better, ↓ lower is better)",
-        interactive=False,
-        wrap=True,
-        max_height=360,
-        column_widths=["22%", "26%", "24%", "14%", "14%"],
-    )
+    matrix = gr.HTML(value="", elem_classes=["comparison-matrix-box"], label="Comparison")
+    with gr.Accordion("Long-form metric rows (one per metric per method) and downloads", open=False):
+        panel = gr.Dataframe(
+            headers=PANEL_HEADERS,
+            value=[],
+            label="Metrics (↑ higher is better, ↓ lower is better)",
+            interactive=False,
+            wrap=True,
+            max_height=360,
+            column_widths=["22%", "26%", "24%", "14%", "14%"],
+        )
+        metric_files = gr.File(label="Metrics as CSV / JSON", file_count="multiple", interactive=False)
     handler = _ui_handler(modality, forms)
     tab = ModalityTab(
         modality, input_component, methods_box, seed, randomize, run, notice, forms, slots, panel, handler
     )
+    tab.matrix, tab.metric_files = matrix, metric_files
 
     methods_box.change(
         _selection_handler(forms),
@@ -279,7 +289,7 @@ def build_modality_tab(modality: str) -> ModalityTab:
         triggers=[*extra_triggers, run.click],
         fn=handler,
         inputs=[input_component, methods_box, seed, randomize, rerun, *setting_components],
-        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel],
+        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel, matrix, metric_files],
         api_visibility="private",
         show_progress="minimal",
         concurrency_limit=1,
@@ -320,7 +330,7 @@ def _ui_handler(modality: str, forms: list[SettingsForm]):
         except MethodError as exc:
             # A toast and a note, not gr.Error: an error would mark every output component as failed.
             gr.Warning(str(exc))
-            yield [gr.update(value=f"⚠️ {exc}", visible=True)] + [gr.skip()] * (2 + 3 * jobs.MAX_METHODS)
+            yield [gr.update(value=f"⚠️ {exc}", visible=True)] + [gr.skip()] * (4 + 3 * jobs.MAX_METHODS)
             return
         for state in jobs.run_job_on_gpu(job):
             yield _ui_outputs(job, state)
@@ -342,9 +352,22 @@ def _ui_outputs(job: jobs.Job, state: jobs.JobState) -> list[Any]:
             "label": slot.label,
             "id": slot.run_id if slot.glb else None,
         }
+        if slot.viewer and slot.viewer != slot.glb:
+            result["viewer"] = slot.viewer
         out += [gr.update(visible=True), result, slot.status_markdown()]
     out.append(table(state.metrics))
+    out.append(matrix_html(state.metrics, [slot.label for slot in state.slots]))
+    out.append(write_metric_files(state) if state.finished and state.metrics else gr.skip())
     return out
+
+
+def write_metric_files(state: jobs.JobState) -> list[str]:
+    """The request's long-form rows as metrics.csv and metrics.json in a fresh folder under the outputs."""
+    folder = outputs_dir() / "metrics" / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.csv").write_text(long_form_csv(state.metrics), encoding="utf-8")
+    (folder / "metrics.json").write_text(long_form_json(state.metric_records), encoding="utf-8")
+    return [str(folder / "metrics.csv"), str(folder / "metrics.json")]
 
 
 # ----------------------------------------------------------------------------- the API

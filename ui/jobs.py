@@ -28,6 +28,7 @@ from methods.registry import get
 from ui import hosting
 from ui.inputs import make_inputs
 from ui.panel import metric_json
+from ui.viewer_asset import ViewerFile, viewer_file
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class SlotState:
     seconds: float | None = None
     expected: str = ""
     cached: str = ""  # set when a finished run is shown instead of running again
+    viewer: str | None = None  # what the 3D viewer shows: the asset, or a reduced copy (ui.viewer_asset)
+    viewer_note: str = ""  # says when the view is reduced
 
     def status_markdown(self) -> str:
         if self.state == "queued":
@@ -95,11 +98,12 @@ class SlotState:
             line = f"⚙️ **{self.stage or 'starting'}**{done}"
             line += f" — {self.message}" if self.message else ""
             return line + (f" (expected: {self.expected})" if self.expected else "")
+        reduced = f"\n\n🔎 {self.viewer_note}" if self.viewer_note else ""
         if self.state == "done" and self.cached:
-            return f"♻️ {self.cached}"
+            return f"♻️ {self.cached}{reduced}"
         if self.state == "done":
             took = f" in {_seconds(self.seconds)}" if self.seconds is not None else ""
-            return f"✅ Done{took} · run `{self.run_id}`"
+            return f"✅ Done{took} · run `{self.run_id}`{reduced}"
         prefix = "⛔ **Not run:**" if self.state == "refused" else "❌ **Failed:**"
         return f"{prefix} {self.message}"
 
@@ -289,6 +293,13 @@ def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]
     slot.seconds = sum((record.get("stage_seconds") or {}).values()) or None
     run_json = Path(glb).parent / "run.json" if glb else None
     slot.files = [f for f in (glb, files.get("ply"), str(run_json) if run_json and run_json.exists() else None) if f]
+    if glb:
+        try:
+            shown = viewer_file(glb)
+        except Exception as exc:  # the full asset still shows; a viewer copy is a convenience
+            log.warning("no viewer copy of %s: %s", Path(glb).name, exc)
+            shown = ViewerFile(glb)
+        slot.viewer, slot.viewer_note = shown.path, shown.note
 
 
 class _Throttle:
