@@ -251,6 +251,13 @@ def _rows(asset: Asset, inputs: Inputs, context: dict[str, Any] | None) -> Itera
         yield from _guarded("image", "image", lambda: _image_rows(shots, inputs, opts))
     if inputs.prompt or inputs.image is not None:
         yield from _guarded("clip", "alignment", lambda: _clip_rows(shots, inputs, opts))
+    if (context or {}).get("renders_dir"):  # keep what the metrics saw, beside the asset (eval.renders)
+        try:
+            from eval.renders import save_protocol_renders
+
+            save_protocol_renders(shots.cache, opts.views, asset, inputs, context["renders_dir"])
+        except Exception:  # thumbnails are a convenience: never a reason to lose the run's numbers
+            log.warning("the protocol's renders could not be saved", exc_info=True)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 import methods
 from eval.protocol import PROTOCOL_VERSION, MetricRow, cost_rows, score
+from eval.renders import RENDERS_DIR
 from eval.store import Store, outputs_dir
 from methods import export, runtime
 from methods.base import Asset, Inputs, MethodError, Progress, Settings
@@ -125,6 +126,7 @@ def execute(
             yield RunEvent("metric", run_id, method.id, metric=row)
         started = time.perf_counter()
         scoring = {"method": method.id, "method_settings": resolved.to_dict(), **(context or {})}
+        scoring.setdefault("renders_dir", str(out_dir / RENDERS_DIR))
         optimised = getattr(method, "optimises_clip", None)
         if optimised:  # never score with the CLIP a method optimised against (Dream Fields lesson)
             scoring["method_clip_models"] = [*scoring.get("method_clip_models", []), optimised]

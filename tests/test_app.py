@@ -264,8 +264,11 @@ def test_ui_handler_streams_slots_and_panel(app_env, app_methods):
     assert results[0] == {"glb": None, "files": [], "label": "Test sphere", "id": None}, "a new run clears the viewer"
     assert results[-1]["glb"].endswith("asset.glb") and results[-1]["files"][0] == results[-1]["glb"]
     assert results[-1]["id"] and "app-test-sphere" in results[-1]["id"], "the rating row rates this run"
-    viewer, files = _show_result(results[-1])
+    viewer, files, renders = _show_result(results[-1])
     assert viewer["value"] == results[-1]["glb"] and viewer["label"] == "Test sphere" and files["visible"] is True
+    captions = [caption for _, caption in renders["value"]]  # what the metrics saw, under the viewer
+    assert renders["visible"] and captions[:2] == ["colour 0°", "colour 45°"] and "geometry 0°" in captions
+    assert results[-1]["files"][-1].endswith("turntable.gif")
     assert points[1]["files"][1].endswith("points.ply"), "point clouds also offer a .ply"
     assert "Done" in sphere[2] and "Done" in points[2]
     assert "Not run" in refused[2] and "trilemma_no_such_package" in refused[2]

@@ -167,6 +167,13 @@ class DevTools:
         os.close(self._from_browser)
 
 
+RENDERS_LOADED = """[...document.querySelectorAll('.slot-renders')].filter(g => g.offsetParent !== null)
+  .every(g => [...g.querySelectorAll('img')].length >= 16 && [...g.querySelectorAll('img')].every(i => i.complete
+  && i.naturalWidth > 0)) && document.querySelectorAll('.slot-renders img').length >= 32"""
+STRIP_COUNTS = """[...document.querySelectorAll('.slot-renders')].filter(g => g.offsetParent !== null)
+  .map(g => g.querySelectorAll('img').length)"""
+BEST_IN_SECONDS_TOTAL = """[...document.querySelectorAll("table.comparison-matrix tr[data-metric='seconds_total'] td")]
+  .filter(td => td.innerText.includes('★')).length"""
 PROMPT_BOX = 'textarea[placeholder="a red ceramic coffee mug"]'
 SET_PROMPT = (
     "(text) => { const box = document.querySelector(" + json.dumps(PROMPT_BOX) + ");"
@@ -193,8 +200,9 @@ def test_generate_in_the_browser(app_server, profile, tmp_path):
         assert browser.js("document.body.innerText.includes('Error')") is False
         # a good run with two methods
         assert browser.js(f"({SET_PROMPT})('a red ceramic coffee mug')") == "a red ceramic coffee mug"
-        picked = browser.js(f"({PICK_METHODS})({json.dumps(['Test sphere', 'Test points'])})")
-        assert sorted(picked) == ["Test points", "Test sphere"]
+        wanted = ["Test sphere (~1 s)", "Test points (~1 s)"]  # each label says its expected time here
+        picked = browser.js(f"({PICK_METHODS})({json.dumps(wanted)})")
+        assert sorted(picked) == sorted(wanted)
         assert browser.js(f"({CLICK})('Generate')")
         browser.wait_for(
             "document.body.innerText.split('Done in').length - 1 >= 2 && document.body.innerText.includes('vertices')",
@@ -204,6 +212,14 @@ def test_generate_in_the_browser(app_server, profile, tmp_path):
         assert "⚠️ the prompt is empty" not in text, "a good run clears the note"
         assert "seconds_total" in text and "Error" not in text
         browser.wait_for("document.querySelectorAll('canvas').length >= 2", timeout=30)  # a viewer per slot
+        # under each viewer, the renders the metrics saw: 8 colour + 8 geometry ring thumbnails, served images
+        browser.wait_for(RENDERS_LOADED, timeout=30)
+        strips = browser.js(STRIP_COUNTS)
+        assert len(strips) == 2 and all(n >= 16 for n in strips), strips
+        # the comparison matrix: a column per method in slot order, one best value starred per directed row
+        header = browser.js("[...document.querySelectorAll('table.comparison-matrix thead th')].map(t => t.innerText)")
+        assert header == ["metric", "Test sphere", "Test points"], header
+        assert browser.js(BEST_IN_SECONDS_TOTAL) == 1
         out_dir = Path(os.environ.get("TRILEMMA_SCREENSHOT_DIR") or tmp_path)
         out_dir.mkdir(parents=True, exist_ok=True)
         time.sleep(2)  # let the viewers draw their first frames

@@ -109,6 +109,7 @@ class ResultSlot:
     status: gr.Markdown
     files: gr.File
     result: gr.State  # {"glb", "files", "label"}: its change shows the model, in an event of its own
+    renders: gr.Gallery | None = None  # the protocol's renders under the viewer (eval.renders)
 
     @property
     def outputs(self) -> list[gr.components.Component | gr.Column]:
@@ -208,6 +209,15 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
                     clear_color=(0.94, 0.95, 0.97, 1.0),
                     interactive=False,
                 )
+                renders = gr.Gallery(
+                    label="What the metrics saw (input | render, colour and geometry ring)",
+                    columns=8,
+                    height=110,
+                    object_fit="contain",
+                    allow_preview=True,
+                    visible=False,
+                    elem_classes=["slot-renders"],
+                )
                 status = gr.Markdown("Ready: press **Generate**.", elem_classes=["slot-status"])
                 files = gr.File(label="Download", file_count="multiple", interactive=False, visible=False)
                 result = gr.State(None)
@@ -215,17 +225,22 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
                     likert_row(result)
             # A model streamed inside the generator's updates is sometimes dropped by the browser when updates
             # come in a burst; set once by a plain event, it always arrives.
-            result.change(_show_result, result, [viewer, files], api_visibility="private", queue=False)
-            slots.append(ResultSlot(column, viewer, status, files, result))
+            result.change(_show_result, result, [viewer, files, renders], api_visibility="private", queue=False)
+            slots.append(ResultSlot(column, viewer, status, files, result, renders))
     return slots
 
 
 def _show_result(result: dict[str, Any] | None):
     if not result:
-        return gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip()
     files = result.get("files") or None
     viewer = result.get("viewer") or result.get("glb")  # a reduced copy when the asset is heavy
-    return gr.update(value=viewer, label=result.get("label")), gr.update(value=files, visible=bool(files))
+    renders = [tuple(item) for item in result.get("renders") or []]
+    return (
+        gr.update(value=viewer, label=result.get("label")),
+        gr.update(value=files, visible=bool(files)),
+        gr.update(value=renders or None, visible=bool(renders)),
+    )
 
 
 def build_modality_tab(modality: str) -> ModalityTab:
@@ -354,6 +369,8 @@ def _ui_outputs(job: jobs.Job, state: jobs.JobState) -> list[Any]:
         }
         if slot.viewer and slot.viewer != slot.glb:
             result["viewer"] = slot.viewer
+        if slot.renders:
+            result["renders"] = [list(item) for item in slot.renders]
         out += [gr.update(visible=True), result, slot.status_markdown()]
     out.append(table(state.metrics))
     out.append(matrix_html(state.metrics, [slot.label for slot in state.slots]))

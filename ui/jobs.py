@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.protocol import MetricRow
+from eval.renders import gallery as render_gallery
 from eval.run_cache import can_run_again, find_cached_run, format_seconds
 from eval.runner import execute, prepare
 from eval.store import Store
@@ -89,6 +90,7 @@ class SlotState:
     cached: str = ""  # set when a finished run is shown instead of running again
     viewer: str | None = None  # what the 3D viewer shows: the asset, or a reduced copy (ui.viewer_asset)
     viewer_note: str = ""  # says when the view is reduced
+    renders: list[tuple[str, str]] = field(default_factory=list)  # what the metrics saw: (thumbnail, caption)
 
     def status_markdown(self) -> str:
         if self.state == "queued":
@@ -300,6 +302,9 @@ def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]
             log.warning("no viewer copy of %s: %s", Path(glb).name, exc)
             shown = ViewerFile(glb)
         slot.viewer, slot.viewer_note = shown.path, shown.note
+        slot.renders, turntable = render_gallery(Path(glb).parent)
+        if turntable:
+            slot.files.append(turntable)
 
 
 class _Throttle:
