@@ -19,6 +19,7 @@ import ui
 from eval.store import outputs_dir
 from ui.arena import build_arena_tab
 from ui.leaderboard import build_leaderboard_tab
+from ui.runs import build_runs_tab
 from ui.study_tab import build_study_tab
 
 QUEUE_MAX_SIZE = 20  # waiting requests beyond this are turned away instead of piling up
@@ -33,6 +34,7 @@ TABS: list[tuple[str, Callable[[], Any]]] = [
     ("Arena", build_arena_tab),
     ("Leaderboard", build_leaderboard_tab),
     ("Study", build_study_tab),
+    ("Runs", build_runs_tab),
     ("Methods", ui.build_methods_tab),
 ]
 

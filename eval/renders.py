@@ -105,3 +105,36 @@ def gallery(run_folder: str | Path) -> tuple[list[tuple[str, str]], str | None]:
     gif = manifest.get("turntable")
     items = [(p, c) for p, c in items if Path(p).is_file()]
     return items, (str(folder / gif) if gif and (folder / gif).is_file() else None)
+
+
+INPUT_DIR = "input"
+MAX_INPUT_FRAMES = 8
+
+
+def save_input(inputs: Inputs, run_folder: str | Path) -> list[str]:
+    """Keep the input beside the asset, so that the Arena and the Runs tab show it rather than its name:
+    ``input/image.png`` for an image, up to ``MAX_INPUT_FRAMES`` evenly chosen frame thumbnails for views."""
+    folder = Path(run_folder) / INPUT_DIR
+    written = []
+    if inputs.image is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        image = inputs.image.copy()
+        image.thumbnail((512, 512))
+        image.save(folder / "image.png")
+        written.append(str(folder / "image.png"))
+    elif inputs.frames:
+        folder.mkdir(parents=True, exist_ok=True)
+        picks = np.unique(np.linspace(0, len(inputs.frames) - 1, min(len(inputs.frames), MAX_INPUT_FRAMES)).round())
+        for i in picks.astype(int):
+            path = folder / f"frame_{i:03d}.jpg"
+            _thumb(_on_white(inputs.frames[i])).save(path, quality=90)
+            written.append(str(path))
+    return written
+
+
+def input_files(run_folder: str | Path) -> list[str]:
+    """The kept input of a run (see :func:`save_input`), image first; empty for a prompt or a video file."""
+    folder = Path(run_folder) / INPUT_DIR
+    if not folder.is_dir():
+        return []
+    return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in (".png", ".jpg")]

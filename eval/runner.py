@@ -17,7 +17,7 @@ from typing import Any
 
 import methods
 from eval.protocol import PROTOCOL_VERSION, MetricRow, cost_rows, score
-from eval.renders import RENDERS_DIR
+from eval.renders import RENDERS_DIR, save_input
 from eval.store import Store, outputs_dir
 from methods import export, runtime
 from methods.base import Asset, Inputs, MethodError, Progress, Settings
@@ -121,6 +121,7 @@ def execute(
                 metadata = {k: record[k] for k in ("id", "method", "method_version", "settings", "seed", "versions")}
                 metadata.update(inputs=record["inputs"], normalization=normalized.normalization, notes=asset.notes)
                 files = {k: str(v) for k, v in export.export_asset(normalized, out_dir, metadata).items()}
+                save_input(inputs, out_dir)  # the Arena and the Runs tab show the real input
         for row in cost_rows(stages, peak.peak_rss_mb, peak.peak_gpu_mb):
             metric_rows.append(row)
             yield RunEvent("metric", run_id, method.id, metric=row)
