@@ -20,7 +20,9 @@ The ``context`` dict (all keys optional; unknown keys are ignored):
     reference_mesh    a mesh file to compare geometry against (Chamfer, F-score, NC, IoU)
     icp               rigidly align to the reference first (default False)
     samples           surface samples for reference geometry (default 100000)
-    lpips_weights     state-dict file(s) for LPIPS (default: $TRILEMMA_LPIPS_WEIGHTS, else no LPIPS)
+    lpips_weights     state-dict file(s) for LPIPS (default: $TRILEMMA_LPIPS_WEIGHTS, else lpips_source)
+    lpips_source      "official" (default: fetched once into the cache, eval.metrics.lpips_weights) or a
+                      folder holding the official files ($TRILEMMA_LPIPS_SOURCE); offline: a skipped row
     lpips_net         vgg (default) or alex
 """
 
@@ -94,6 +96,7 @@ class ProtocolOptions:
     samples: int = 100_000
     lpips_weights: list[str] = field(default_factory=list)
     lpips_net: str = "vgg"
+    lpips_source: str = "official"
 
     @classmethod
     def from_context(cls, context: dict[str, Any] | None) -> ProtocolOptions:
@@ -119,6 +122,7 @@ class ProtocolOptions:
         )
         weights = ctx.get("lpips_weights") or os.environ.get("TRILEMMA_LPIPS_WEIGHTS", "")
         opts.lpips_weights = [w for w in (weights.split(os.pathsep) if isinstance(weights, str) else weights) if w]
+        opts.lpips_source = str(ctx.get("lpips_source") or os.environ.get("TRILEMMA_LPIPS_SOURCE") or "official")
         captions = ctx.get("captions", ctx.get("caption_set"))
         if isinstance(captions, (str, Path)):
             opts.captions, opts.captions_source = read_captions(captions), str(captions)
@@ -318,9 +322,14 @@ def _heldout_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
 
 
 def _lpips_model(opts: ProtocolOptions) -> tuple[Any, str]:
-    """The LPIPS network when weights are configured, else (None, why not)."""
+    """The LPIPS network (given files, else the official ones from the cache or a download), else (None, why not)."""
     if not opts.lpips_weights:
-        return None, "no LPIPS weights configured (set TRILEMMA_LPIPS_WEIGHTS or lpips_weights)"
+        from eval.metrics.lpips_weights import LpipsUnavailable, resolve
+
+        try:
+            opts.lpips_weights = [str(p) for p in resolve(opts.lpips_net, opts.lpips_source)]
+        except LpipsUnavailable as exc:
+            return None, str(exc)
     from eval.metrics.lpips_net import load_lpips
     from methods import runtime
 
