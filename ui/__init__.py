@@ -7,6 +7,9 @@ Public API::
     from ui import text_to_3d, image_to_3d, video_to_3d       # the API endpoints' functions
     from ui import HEADER, CSS, theme                         # the look
     from ui import hosting                                    # server name/port, spaces.GPU wrapper
+    from ui.matrix import comparison_matrix, matrix_html      # the metrics x methods comparison matrix
+    from ui.viewer_asset import viewer_file                   # a viewer-sized copy of a heavy asset
+    from ui.runs import build_runs_tab                        # browse and compare stored runs
 
 Nothing here imports torch: methods are listed through the registry and run through eval.runner.
 """

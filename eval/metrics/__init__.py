@@ -17,6 +17,7 @@ Public API::
     image.psnr / image.ssim / image.lpips(model, ...) -> float;  image.ImageQuality accumulator
     image.fit_foreground(rgb, alpha, size)            -> aligned rgb, mask
     lpips_net.load_lpips(paths, net)                  -> LPIPS network with real weights
+    lpips_weights.resolve(net, source)                -> the official files, fetched once into the cache
     clip.CLIPScorer.load(checkpoint)                  -> embeddings; clip.clip_score, clip.r_precision,
                                                          clip.image_similarity; CLIPScore, RPrecision
     diversity.asset_embedding(scorer, asset)          -> mean CLIP embedding over the ring views
