@@ -68,3 +68,12 @@ def test_a_dense_point_cloud_is_thinned_to_the_stated_size(tmp_path):
     (points,) = scene.geometry.values()
     assert len(points.vertices) == 1000 and "1,000 of 5,000 points" in shown.note
     assert len(next(iter(trimesh.load(str(asset), force="scene").geometry.values())).vertices) == 5000
+
+
+def test_the_viewer_copy_is_made_once(tmp_path):
+    rng = np.random.default_rng(2)
+    asset = _write(tmp_path, trimesh.PointCloud(rng.normal(size=(3000, 3))))
+    first = viewer_file(asset, max_points=500)
+    made = Path(first.path).stat().st_mtime_ns
+    again = viewer_file(asset, max_points=500)
+    assert again == first and Path(again.path).stat().st_mtime_ns == made

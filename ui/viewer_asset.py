@@ -70,6 +70,11 @@ def viewer_file(glb: str | Path, max_faces: int = MAX_VIEWER_FACES, max_points: 
     faces, points = _counts(scene)
     if faces <= max_faces and points <= max_points:
         return ViewerFile(str(glb))
+    out = glb.with_name(VIEWER_NAME)
+    if out.is_file() and out.stat().st_mtime >= glb.stat().st_mtime:  # made before (a cached run, the Runs tab)
+        return ViewerFile(
+            str(out), _note(faces, points, *_counts(trimesh.load(str(out), force="scene")), max_faces, max_points)
+        )
     for name, geometry in list(scene.geometry.items()):
         if isinstance(geometry, trimesh.Trimesh) and faces > max_faces:
             target = max(4, int(len(geometry.faces) * max_faces / faces))
@@ -77,12 +82,14 @@ def viewer_file(glb: str | Path, max_faces: int = MAX_VIEWER_FACES, max_points: 
         elif isinstance(geometry, trimesh.PointCloud) and points > max_points:
             keep = max(1, int(len(geometry.vertices) * max_points / points))
             scene.geometry[name] = _thinned(geometry, keep)
-    out = glb.with_name(VIEWER_NAME)
     scene.export(str(out))
-    shown_faces, shown_points = _counts(scene)
+    return ViewerFile(str(out), _note(faces, points, *_counts(scene), max_faces, max_points))
+
+
+def _note(faces: int, points: int, shown_faces: int, shown_points: int, max_faces: int, max_points: int) -> str:
     parts = []
     if faces > max_faces:
         parts.append(f"{shown_faces:,} of {faces:,} faces")
     if points > max_points:
         parts.append(f"{shown_points:,} of {points:,} points")
-    return ViewerFile(str(out), f"the viewer shows a reduced copy ({', '.join(parts)}); the download is the full asset")
+    return f"the viewer shows a reduced copy ({', '.join(parts)}); the download is the full asset"
