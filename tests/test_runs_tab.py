@@ -1,4 +1,8 @@
-"""The Runs tab: lists, filters and compares finished runs written by earlier requests and by the CLI."""
+"""The Runs tab: lists, filters and compares finished runs written by earlier requests and by the CLI.
+
+The runs come from real requests to the launched app (gradio_client) and a CLI subprocess; the
+tab's handlers (page-only, not in the public API) read them back from the same store.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from gradio_client import handle_file
-from gradio_client.exceptions import AppError
 
 from eval.store import Store
 
@@ -47,13 +51,15 @@ def stored_runs(app_server, app_client):
     return Store(app_server.db).runs(status="done")
 
 
-def list_runs(client, method="", modality="", contains="", age="any time"):
-    table, ticked = client.predict(method, modality, contains, age, api_name="/list_runs")
+def list_runs(method="", modality="", contains="", age="any time"):
+    from ui.runs import list_view
+
+    table, ticked = list_view(method, modality, contains, age)
     return _rows(table), ticked
 
 
 def test_lists_runs_of_earlier_requests_and_of_the_cli(app_client, stored_runs):
-    rows, ticked = list_runs(app_client)
+    rows, ticked = list_runs()
     assert len(rows) == len(stored_runs) == 5
     by_method = {}
     for row in rows:
@@ -65,11 +71,11 @@ def test_lists_runs_of_earlier_requests_and_of_the_cli(app_client, stored_runs):
 
 
 def test_filters_by_method_modality_input_and_age(app_client, stored_runs):
-    assert [r[1] for r in list_runs(app_client, method="vae")[0]] == ["vae"]
-    assert {r[1] for r in list_runs(app_client, modality="image")[0]} == {SPHERE, POINTS}
-    assert [r[3] for r in list_runs(app_client, contains="GREEN")[0]] == ["a small green cube"]
-    assert {r[3] for r in list_runs(app_client, contains="mug")[0]} == {"a red mug", "red_mug.png"}
-    assert len(list_runs(app_client, age="last hour")[0]) == len(stored_runs)
+    assert [r[1] for r in list_runs(method="vae")[0]] == ["vae"]
+    assert {r[1] for r in list_runs(modality="image")[0]} == {SPHERE, POINTS}
+    assert [r[3] for r in list_runs(contains="GREEN")[0]] == ["a small green cube"]
+    assert {r[3] for r in list_runs(contains="mug")[0]} == {"a red mug", "red_mug.png"}
+    assert len(list_runs(age="last hour")[0]) == len(stored_runs)
 
     from ui.runs import find_runs
 
@@ -81,8 +87,9 @@ def test_compares_ticked_runs_in_viewers_and_the_matrix(app_client, app_server, 
     image_runs = [r["id"] for r in stored_runs if r["modality"] == "image"]
     cli_run = next(r["id"] for r in stored_runs if r["method"] == "vae")
     chosen = [*image_runs, cli_run]
-    list_runs(app_client)  # what the page does on load: the ticks offer these runs
-    out = app_client.predict(chosen, api_name="/compare_runs")
+    from ui.runs import compare_view
+
+    out = compare_view(chosen)
     matrix, per_run, record = out[0], [_value(o) for o in out[1:-1]], out[-1]
     labels = [f"{r['method']} · {r['id'][-6:]}" for rid in chosen for r in stored_runs if r["id"] == rid]
     header = "".join(f"<th scope='col'>{label}</th>" for label in labels)
@@ -91,12 +98,17 @@ def test_compares_ticked_runs_in_viewers_and_the_matrix(app_client, app_server, 
     assert all(v for v in viewers[:3]) and viewers[3] is None
     assert Path(viewers[0]).suffix == ".glb"
     # the image runs show their real input (kept by the runner), the prompt run has none
-    assert [Path(i["image"]).name for i in inputs[0]] == ["image.png"] and not inputs[2]
-    captions = [item["caption"] for item in renders[0]]
+    assert [Path(i).name for i in inputs[0]] == ["image.png"] and not inputs[2]
+    captions = [caption for _, caption in renders[0]]
     assert captions[:2] == ["input", "front render"] and len(captions) == 18
-    assert [Path(item["image"]).name for item in renders[2]][0] == "color_00.png"  # a prompt: the ring only
+    assert Path(renders[2][0][0]).name == "color_00.png"  # a prompt run: the ring only
     assert any(str(Path(f)).endswith("turntable.gif") for f in downloads[0])
     assert record["id"] == chosen[0] and record["asset"] == "asset.glb"
     assert str(app_server.outputs) not in json.dumps(record), "no server path in the record"
-    with pytest.raises(AppError, match="at most 4"):
-        app_client.predict([r["id"] for r in stored_runs][:5], api_name="/compare_runs")
+    with pytest.raises(gr.Error, match="at most 4"):
+        compare_view([r["id"] for r in stored_runs][:5])
+
+
+def test_the_tab_adds_nothing_to_the_public_api(app_client):
+    named = app_client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(named) == {"/text_to_3d", "/image_to_3d", "/video_to_3d"}

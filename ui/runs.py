@@ -139,6 +139,31 @@ def compare(store: Store, run_ids: list[str]) -> tuple[list[OpenedRun], str]:
 # ----------------------------------------------------------------------------- the tab
 
 
+def list_view(method_id: str, modality: str, contains: str, age: str):
+    """The runs table and the tick choices for the filters (the tab's list handler)."""
+    runs = find_runs(Store(), method_id, modality, contains, age)
+    choices = [(f"{r['method']} · {input_text(r.get('inputs') or {})[:40]} · {r['id'][-6:]}", r["id"]) for r in runs]
+    return run_rows(runs), gr.update(choices=choices)
+
+
+def compare_view(run_ids: list[str] | None) -> list[Any]:
+    """The matrix, then per viewer (model, input, renders, downloads), then the first run's record."""
+    opened, page = compare(Store(), list(run_ids or []))
+    out: list[Any] = [page]
+    for i in range(MAX_COMPARE):
+        run = opened[i] if i < len(opened) else None
+        if run is None:
+            out += [gr.update(value=None, label=f"Run {i + 1}"), gr.update(value=None, visible=False)]
+            out += [gr.update(value=None, visible=False), gr.update(value=None, visible=False)]
+            continue
+        out.append(gr.update(value=run.viewer, label=run.label))
+        out.append(gr.update(value=run.inputs or None, visible=bool(run.inputs)))
+        out.append(gr.update(value=run.renders or None, visible=bool(run.renders)))
+        out.append(gr.update(value=run.files or None, visible=bool(run.files)))
+    out.append(opened[0].record if opened else None)
+    return out
+
+
 def build_runs_tab() -> None:
     """Fill the open gr.Tab: filters, the list of runs, up to four viewers and the matrix."""
     gr.Markdown(
@@ -172,34 +197,14 @@ def build_runs_tab() -> None:
                 downloads.append(gr.File(label="Download", file_count="multiple", interactive=False, visible=False))
     record = gr.JSON(label="Record of the first ticked run", value=None)
 
-    def listing(method_id: str, mod: str, text: str, since: str):
-        runs = find_runs(Store(), method_id, mod, text, since)
-        choices = [
-            (f"{r['method']} · {input_text(r.get('inputs') or {})[:40]} · {r['id'][-6:]}", r["id"]) for r in runs
-        ]
-        return run_rows(runs), gr.update(choices=choices)
-
-    def show(run_ids: list[str] | None):
-        opened, page = compare(Store(), list(run_ids or []))
-        out: list[Any] = [page]
-        for i in range(MAX_COMPARE):
-            run = opened[i] if i < len(opened) else None
-            if run is None:
-                out += [gr.update(value=None, label=f"Run {i + 1}"), gr.update(visible=False)]
-                out += [gr.update(visible=False), gr.update(value=None, visible=False)]
-                continue
-            out.append(gr.update(value=run.viewer, label=run.label))
-            out.append(gr.update(value=run.inputs or None, visible=bool(run.inputs)))
-            out.append(gr.update(value=run.renders or None, visible=bool(run.renders)))
-            out.append(gr.update(value=run.files or None, visible=bool(run.files)))
-        out.append(opened[0].record if opened else None)
-        return out
-
     filters = [method, modality, contains, age]
     triggers = [refresh.click, method.change, modality.change, contains.submit, age.change]
     root = Context.root_block
     if root is not None:  # list the runs when the page opens
         triggers.append(root.load)
-    gr.on(triggers=triggers, fn=listing, inputs=filters, outputs=[table, ticked], api_name="list_runs", queue=False)
+    # page handlers only: the public API stays the three generation endpoints
+    gr.on(
+        triggers=triggers, fn=list_view, inputs=filters, outputs=[table, ticked], api_visibility="private", queue=False
+    )
     per_run = [c for i in range(MAX_COMPARE) for c in (viewers[i], inputs_shown[i], galleries[i], downloads[i])]
-    ticked.change(show, ticked, [matrix, *per_run, record], api_name="compare_runs")
+    ticked.change(compare_view, ticked, [matrix, *per_run, record], api_visibility="private")
