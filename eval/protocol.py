@@ -24,6 +24,7 @@ The ``context`` dict (all keys optional; unknown keys are ignored):
     lpips_source      "official" (default: fetched once into the cache, eval.metrics.lpips_weights) or a
                       folder holding the official files ($TRILEMMA_LPIPS_SOURCE); offline: a skipped row
     lpips_net         vgg (default) or alex
+    renders_dir       keep what the metrics saw there (eval.renders; the runner: <run>/renders, "" for none)
 """
 
 from __future__ import annotations
