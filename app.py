@@ -21,6 +21,7 @@ from eval.store import default_db_path
 from ui import served
 from ui.arena import build_arena_tab
 from ui.leaderboard import build_leaderboard_tab
+from ui.runs import build_runs_tab
 from ui.study_tab import build_study_tab
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ TABS: list[tuple[str, Callable[[], Any]]] = [
     ("Arena", build_arena_tab),
     ("Leaderboard", build_leaderboard_tab),
     ("Study", build_study_tab),
+    ("Runs", build_runs_tab),
     ("Methods", ui.build_methods_tab),
 ]
 

@@ -1,16 +1,17 @@
 """Draw the example inputs the app ships: object images on transparent backgrounds and turntable views.
 
 Run ``python assets/make_examples.py`` to rewrite ``assets/examples/``; the output is deterministic
-(no randomness, no downloads) and each file stays well under 100 KB.
+(seeded noise, no downloads) and each file stays well under 100 KB.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 OUT = Path(__file__).resolve().parent / "examples"
 SIZE = 256
@@ -77,58 +78,130 @@ def golden_lamp() -> Image.Image:
 
 
 # ----------------------------------------------------------------------------- turntable views
+# A textured toy (a box with a ball on top) seen by a camera orbiting it like a hand-held video:
+# multi-scale colour noise on every surface gives structure from motion features to match, the
+# 24 views overlap by 15 degrees, and transforms.json records the known cameras (nerfstudio
+# format) so that the scene also loads with its poses (``python -m methods run nerf --video
+# assets/examples/turntable``).
 
-CUBE_VERTS = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
-CUBE_FACES = (  # vertex indices per face (counter-clockwise from outside) and face colour
-    ((0, 1, 3, 2), (220, 60, 60)),  # -x
-    ((4, 6, 7, 5), (60, 170, 80)),  # +x
-    ((0, 4, 5, 1), (70, 110, 220)),  # -y
-    ((2, 3, 7, 6), (240, 200, 60)),  # +y
-    ((0, 2, 6, 4), (230, 130, 40)),  # -z
-    ((1, 5, 7, 3), (150, 80, 200)),  # +z
-)
+TURNTABLE_VIEWS = 24
+TURNTABLE_SIZE = 224
+TURNTABLE_FOV = 45.0
+TURNTABLE_DISTANCE = 2.6
+TURNTABLE_BACKGROUND = (0.5, 0.5, 0.5)
 
 
-def turntable_view(azimuth_deg: float, size: int = 160, elevation_deg: float = 25.0) -> Image.Image:
-    """A colour cube seen from a camera circling it: painter's algorithm, Lambert shading, grey floor."""
-    k = SUPERSAMPLE
-    s = size * k
-    img = Image.new("RGB", (s, s), (236, 238, 242))
-    d = ImageDraw.Draw(img)
-    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
-    rot_y = np.array([[math.cos(az), 0, math.sin(az)], [0, 1, 0], [-math.sin(az), 0, math.cos(az)]])
-    rot_x = np.array([[1, 0, 0], [0, math.cos(el), -math.sin(el)], [0, math.sin(el), math.cos(el)]])
-    cam = (rot_x @ rot_y @ (CUBE_VERTS * [0.8, 0.8, 0.8]).T).T
-    dist = 4.5
-    depth = dist - cam[:, 2]
-    proj = np.stack([cam[:, 0] / depth, -cam[:, 1] / depth], axis=1) * s * 1.05 + s / 2
-    d.ellipse((s * 0.26, s * 0.7, s * 0.74, s * 0.8), fill=(210, 212, 218))  # contact shadow
-    light = np.array([0.4, 0.7, 0.6]) / np.linalg.norm([0.4, 0.7, 0.6])
-    faces = []
-    for idx, colour in CUBE_FACES:
-        p = cam[list(idx)]
-        normal = np.cross(p[1] - p[0], p[2] - p[0])
-        normal /= np.linalg.norm(normal)
-        if normal[2] <= 0:  # facing away from the camera (+z towards the viewer)
-            continue
-        lit = 0.62 + 0.45 * max(float(normal @ light), 0.0)
-        faces.append((float(depth[list(idx)].mean()), [tuple(proj[i]) for i in idx], colour, lit))
-    for _, poly, colour, lit in sorted(faces, key=lambda f: -f[0]):
-        d.polygon(poly, fill=tuple(int(min(255, c * lit)) for c in colour), outline=(40, 40, 48), width=k)
-    return img.filter(ImageFilter.SMOOTH).resize((size, size), Image.Resampling.LANCZOS)
+def turntable_mesh() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertices, faces and a per-face base colour: a 1.2 x 0.7 x 0.9 box with a ball of radius 0.32 on top."""
+    import trimesh
+
+    box = trimesh.creation.box(extents=(1.2, 0.7, 0.9))
+    box.apply_translation((0.0, -0.2, 0.0))
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=0.32)
+    ball.apply_translation((0.25, 0.45, 0.0))
+    vertices = np.concatenate([box.vertices, ball.vertices])
+    faces = np.concatenate([box.faces, ball.faces + len(box.vertices)])
+    colours = np.concatenate(
+        [np.tile([[0.85, 0.45, 0.25]], (len(box.faces), 1)), np.tile([[0.3, 0.5, 0.9]], (len(ball.faces), 1))]
+    )
+    return vertices, faces, colours
+
+
+def _value_noise(points: np.ndarray, scale: float, table: np.ndarray) -> np.ndarray:
+    """Smooth 3D value noise: hashed lattice values, smoothstep-interpolated."""
+    p = points * scale
+    cell = np.floor(p).astype(np.int64)
+    f = p - cell
+    f = f * f * (3.0 - 2.0 * f)
+    out = np.zeros((len(points), table.shape[1]))
+    for corner in range(8):
+        offset = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        c = cell + offset
+        h = ((c[:, 0] * 73856093) ^ (c[:, 1] * 19349663) ^ (c[:, 2] * 83492791)) % len(table)
+        out += np.prod(np.where(offset == 1, f, 1.0 - f), axis=1)[:, None] * table[h]
+    return out
+
+
+def turntable_poses(n: int = TURNTABLE_VIEWS, elevation_deg: float = 25.0, wobble_deg: float = 12.0) -> np.ndarray:
+    """(n, 4, 4) OpenGL camera-to-world poses orbiting +Y, the elevation wobbling like a hand-held camera."""
+    from methods.nerf.cameras import look_at
+
+    poses = []
+    for i in range(n):
+        az = 2 * math.pi * i / n
+        el = math.radians(elevation_deg + wobble_deg * math.sin(3 * az))
+        eye = TURNTABLE_DISTANCE * np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
+        poses.append(look_at(eye, np.zeros(3), np.array([0.0, 1.0, 0.0])))
+    return np.stack(poses)
+
+
+def turntable_views() -> tuple[list[Image.Image], np.ndarray, float]:
+    """The orbit's RGB views (ray cast with Embree, 2x2 supersampled), their poses and the focal length."""
+    from methods.raycast import RayScene
+
+    vertices, faces, base = turntable_mesh()
+    scene = RayScene(vertices, faces)
+    tables = [np.random.default_rng(seed).uniform(0.0, 1.0, size=(8192, 3)) for seed in range(3)]
+    size, s = TURNTABLE_SIZE, 2
+    focal = 0.5 * size / math.tan(math.radians(TURNTABLE_FOV) / 2)
+    v, u = np.meshgrid(np.arange(size * s), np.arange(size * s), indexing="ij")
+    dirs = np.stack([((u + 0.5) / s - size / 2) / focal, -((v + 0.5) / s - size / 2) / focal, -np.ones(u.shape)], -1)
+    dirs = dirs.reshape(-1, 3) / np.linalg.norm(dirs.reshape(-1, 3), axis=1, keepdims=True)
+    poses = turntable_poses()
+    views = []
+    for c2w in poses:
+        d = dirs @ c2w[:3, :3].T
+        o = np.broadcast_to(c2w[:3, 3], d.shape)
+        t, prim = scene.first_hits(o, d)
+        hit = np.isfinite(t)
+        rgb = np.tile(np.asarray(TURNTABLE_BACKGROUND), (len(d), 1))
+        points = o[hit] + t[hit, None] * d[hit]
+        noise = sum(
+            amp * _value_noise(points, scale, table)
+            for amp, scale, table in zip((0.4, 0.35, 0.25), (6.0, 14.0, 30.0), tables, strict=True)
+        )
+        texture = np.clip((noise - 0.5) * 2.2 + 0.5, 0.0, 1.0)
+        rgb[hit] = 0.55 * base[prim[hit]] + 0.45 * texture
+        image = rgb.reshape(size, s, size, s, 3).mean(axis=(1, 3))
+        views.append(Image.fromarray((image * 255).round().astype(np.uint8)))
+    return views, poses, focal
+
+
+def write_turntable(folder: Path) -> None:
+    """The views as JPEG (noise does not compress as PNG) and a nerfstudio transforms.json with their poses."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("view_*"):
+        old.unlink()
+    views, poses, focal = turntable_views()
+    frames = []
+    for i, (view, c2w) in enumerate(zip(views, poses, strict=True)):
+        name = f"view_{i:02d}.jpg"
+        view.save(folder / name, quality=92)
+        frames.append({"file_path": name, "transform_matrix": np.round(c2w, 6).tolist()})
+    meta = {
+        "camera_model": "OPENCV",
+        "w": TURNTABLE_SIZE,
+        "h": TURNTABLE_SIZE,
+        "fl_x": round(focal, 6),
+        "fl_y": round(focal, 6),
+        "cx": TURNTABLE_SIZE / 2,
+        "cy": TURNTABLE_SIZE / 2,
+        "frames": frames,
+    }
+    (folder / "transforms.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, draw in (("red_mug", red_mug), ("blue_chair", blue_chair), ("golden_lamp", golden_lamp)):
         draw().save(OUT / f"{name}.png", optimize=True)
-    views = OUT / "turntable"
-    views.mkdir(exist_ok=True)
-    for i in range(8):
-        turntable_view(i * 45.0).save(views / f"view_{i:02d}.png", optimize=True)
-    for path in sorted(OUT.rglob("*.png")):
+    write_turntable(OUT / "turntable")
+    for path in sorted(p for p in OUT.rglob("*") if p.is_file()):
         print(f"{path.relative_to(OUT.parent)}  {path.stat().st_size / 1024:.1f} KB")
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # methods/ when run as a script
     main()

@@ -8,6 +8,7 @@ Public API::
     from eval.render import Camera, camera_ring, heldout_camera, front_camera    # the fixed cameras
     from eval.render import render, render_modes, render_turntable             # the one renderer (torch)
     from eval.metrics import geometry, mesh_quality, image, clip, diversity    # the maths (see its docstring)
+    from eval.renders import save_protocol_renders, gallery, save_input, input_files  # what the metrics saw
 
     python -m eval score ASSET.glb [--prompt TEXT] [--image FILE] [--reference MESH] [--json]
 

@@ -20,8 +20,11 @@ The ``context`` dict (all keys optional; unknown keys are ignored):
     reference_mesh    a mesh file to compare geometry against (Chamfer, F-score, NC, IoU)
     icp               rigidly align to the reference first (default False)
     samples           surface samples for reference geometry (default 100000)
-    lpips_weights     state-dict file(s) for LPIPS (default: $TRILEMMA_LPIPS_WEIGHTS, else no LPIPS)
+    lpips_weights     state-dict file(s) for LPIPS (default: $TRILEMMA_LPIPS_WEIGHTS, else lpips_source)
+    lpips_source      "official" (default: fetched once into the cache, eval.metrics.lpips_weights) or a
+                      folder holding the official files ($TRILEMMA_LPIPS_SOURCE); offline: a skipped row
     lpips_net         vgg (default) or alex
+    renders_dir       keep what the metrics saw there (eval.renders; the runner: <run>/renders, "" for none)
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class ProtocolOptions:
     samples: int = 100_000
     lpips_weights: list[str] = field(default_factory=list)
     lpips_net: str = "vgg"
+    lpips_source: str = "official"
 
     @classmethod
     def from_context(cls, context: dict[str, Any] | None) -> ProtocolOptions:
@@ -119,6 +123,7 @@ class ProtocolOptions:
         )
         weights = ctx.get("lpips_weights") or os.environ.get("TRILEMMA_LPIPS_WEIGHTS", "")
         opts.lpips_weights = [w for w in (weights.split(os.pathsep) if isinstance(weights, str) else weights) if w]
+        opts.lpips_source = str(ctx.get("lpips_source") or os.environ.get("TRILEMMA_LPIPS_SOURCE") or "official")
         captions = ctx.get("captions", ctx.get("caption_set"))
         if isinstance(captions, (str, Path)):
             opts.captions, opts.captions_source = read_captions(captions), str(captions)
@@ -251,6 +256,13 @@ def _rows(asset: Asset, inputs: Inputs, context: dict[str, Any] | None) -> Itera
         yield from _guarded("image", "image", lambda: _image_rows(shots, inputs, opts))
     if inputs.prompt or inputs.image is not None:
         yield from _guarded("clip", "alignment", lambda: _clip_rows(shots, inputs, opts))
+    if (context or {}).get("renders_dir"):  # keep what the metrics saw, beside the asset (eval.renders)
+        try:
+            from eval.renders import save_protocol_renders
+
+            save_protocol_renders(shots.cache, opts.views, asset, inputs, context["renders_dir"])
+        except Exception:  # thumbnails are a convenience: never a reason to lose the run's numbers
+            log.warning("the protocol's renders could not be saved", exc_info=True)
 
 
 @dataclass
@@ -311,9 +323,14 @@ def _heldout_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
 
 
 def _lpips_model(opts: ProtocolOptions) -> tuple[Any, str]:
-    """The LPIPS network when weights are configured, else (None, why not)."""
+    """The LPIPS network (given files, else the official ones from the cache or a download), else (None, why not)."""
     if not opts.lpips_weights:
-        return None, "no LPIPS weights configured (set TRILEMMA_LPIPS_WEIGHTS or lpips_weights)"
+        from eval.metrics.lpips_weights import LpipsUnavailable, resolve
+
+        try:
+            opts.lpips_weights = [str(p) for p in resolve(opts.lpips_net, opts.lpips_source)]
+        except LpipsUnavailable as exc:
+            return None, str(exc)
     from eval.metrics.lpips_net import load_lpips
     from methods import runtime
 
@@ -364,13 +381,9 @@ def _reference_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
         if opts.icp:
             t = np.asarray(result["icp_transform"])
             mesh = type(mesh)(np.asarray(mesh.vertices, np.float64) @ t[:3, :3].T + t[:3, 3], mesh.faces)
-        try:
-            iou = geometry.volume_iou(mesh, reference.mesh, settings.iou_points, settings.seed)
-        except ImportError as exc:  # Open3D's native libraries (libusb, ...) missing on this host
-            yield _skipped("volume_iou", "geometry", f"Open3D is not importable here: {exc}")
-        else:
-            iou_settings = common | {"occupancy": "Open3D ray parity, majority of 3 rays"}
-            yield MetricRow("volume_iou", iou, "", True, "geometry", iou_settings)
+        iou = geometry.volume_iou(mesh, reference.mesh, settings.iou_points, settings.seed)
+        iou_settings = common | {"occupancy": "Embree ray parity, majority of 3 rays"}
+        yield MetricRow("volume_iou", iou, "", True, "geometry", iou_settings)
 
 
 def _image_rows(shots: _Shots, inputs: Inputs, opts: ProtocolOptions) -> Iterator[MetricRow]:

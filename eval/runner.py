@@ -19,6 +19,7 @@ from typing import Any
 
 import methods
 from eval.protocol import PROTOCOL_VERSION, MetricRow, cost_rows, score
+from eval.renders import RENDERS_DIR, save_input
 from eval.store import Store, outputs_dir
 from methods import export, runtime
 from methods.base import Asset, Inputs, MethodError, Progress, Settings
@@ -123,11 +124,13 @@ def execute(
                 metadata.update(inputs=record["inputs"], normalization=normalized.normalization, notes=asset.notes)
                 files = {k: str(v) for k, v in export.export_asset(normalized, out_dir, metadata).items()}
                 files.update(_save_view_images(asset, out_dir))
+                save_input(inputs, out_dir)  # the Arena and the Runs tab show the real input
         for row in cost_rows(stages, peak.peak_rss_mb, peak.peak_gpu_mb):
             metric_rows.append(row)
             yield RunEvent("metric", run_id, method.id, metric=row)
         started = time.perf_counter()
         scoring = {"method": method.id, "method_settings": resolved.to_dict(), **(context or {})}
+        scoring.setdefault("renders_dir", str(out_dir / RENDERS_DIR))
         optimised = getattr(method, "optimises_clip", None)
         if optimised:  # never score with the CLIP a method optimised against (Dream Fields lesson)
             scoring["method_clip_models"] = [*scoring.get("method_clip_models", []), optimised]

@@ -4,6 +4,7 @@ Public API::
 
     from methods import Inputs, Settings, Asset, Mesh, PointCloud, Progress, Method
     from methods import register, get, ids, listing, availability, run
+    from methods.raycast import RayScene, decimate             # Embree ray casting, quadric decimation (wheels)
 """
 
 import os

@@ -128,7 +128,17 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-LIBRARIES = ("torch", "diffusers", "transformers", "numpy", "trimesh", "gradio", "open3d-cpu", "pycolmap")
+LIBRARIES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "numpy",
+    "trimesh",
+    "gradio",
+    "pycolmap",
+    "embreex",
+    "fast-simplification",
+)
 
 
 def versions() -> dict[str, str]:

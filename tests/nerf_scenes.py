@@ -1,4 +1,4 @@
-"""Scenes the NeRF tests render themselves: a known mesh, known cameras, exact RGBA images (open3d ray casting)."""
+"""Scenes the NeRF tests render themselves: a known mesh, known cameras, exact RGBA images (Embree ray casting)."""
 
 from __future__ import annotations
 
@@ -115,10 +115,9 @@ def render_mesh(
     background: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """(N, H, W, 4) uint8 RGBA renders (alpha = coverage); over ``background`` as (N, H, W, 3) when given."""
-    import open3d as o3d
+    from methods.raycast import RayScene
 
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
+    scene = RayScene(vertices, faces)
     s = supersample
     v, u = np.meshgrid(np.arange(height * s), np.arange(width * s), indexing="ij")
     x = ((u + 0.5) / s - K[0, 2]) / K[0, 0]
@@ -129,9 +128,7 @@ def render_mesh(
         d = dirs_cam @ c2w[:3, :3].T
         d /= np.linalg.norm(d, axis=1, keepdims=True)
         o = np.broadcast_to(c2w[:3, 3], d.shape)
-        hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([o, d], 1).astype(np.float32)))
-        t = hit["t_hit"].numpy()
-        prim = hit["primitive_ids"].numpy().astype(np.int64)
+        t, prim = scene.first_hits(o, d)
         ok = np.isfinite(t)
         rgb = np.zeros((len(d), 3))
         if ok.any():

@@ -135,7 +135,7 @@ def test_image_to_3d_with_an_example_image(app_client):
 
 
 def test_video_to_3d_with_example_views(app_client):
-    views = sorted((EXAMPLES / "turntable").glob("*.png"))
+    views = sorted((EXAMPLES / "turntable").glob("view_*.jpg"))
     files, report = app_client.predict(
         [handle_file(str(p)) for p in views], [SPHERE], 2, False, "{}", api_name="/video_to_3d"
     )
@@ -264,13 +264,19 @@ def test_ui_handler_streams_slots_and_panel(app_env, app_methods):
     assert results[0] == {"glb": None, "files": [], "label": "Test sphere", "id": None}, "a new run clears the viewer"
     assert results[-1]["glb"].endswith("asset.glb") and results[-1]["files"][0] == results[-1]["glb"]
     assert results[-1]["id"] and "app-test-sphere" in results[-1]["id"], "the rating row rates this run"
-    viewer, files = _show_result(results[-1])
+    viewer, files, renders = _show_result(results[-1])
     assert viewer["value"] == results[-1]["glb"] and viewer["label"] == "Test sphere" and files["visible"] is True
+    captions = [caption for _, caption in renders["value"]]  # what the metrics saw, under the viewer
+    assert renders["visible"] and captions[:2] == ["colour 0°", "colour 45°"] and "geometry 0°" in captions
+    assert results[-1]["files"][-1].endswith("turntable.gif")
     assert points[1]["files"][1].endswith("points.ply"), "point clouds also offer a .ply"
     assert "Done" in sphere[2] and "Done" in points[2]
     assert "Not run" in refused[2] and "trilemma_no_such_package" in refused[2]
     assert unused[0]["visible"] is False
-    panel = last[-1]
+    panel, matrix, metric_files = last[-3:]  # long-form rows, the comparison matrix, their CSV/JSON
+    assert "<th scope='col'>Test sphere</th><th scope='col'>Test points</th>" in matrix
+    assert [Path(f).name for f in metric_files] == ["metrics.csv", "metrics.json"]
+    assert len(Path(metric_files[0]).read_text().splitlines()) == len(panel) + 1
     assert {row[0] for row in panel} == {"Test sphere", "Test points"}
     vertices = [row for row in panel if row[0] == "Test sphere" and row[1] == "vertices"]
     assert vertices == [["Test sphere", "vertices", str(SPHERE_VERTICES[2]), "", ""]]
@@ -299,9 +305,9 @@ def test_upload_previews_say_what_was_uploaded(tmp_path):
     assert image.mode == "RGBA" and note == "red_mug.png: 256×256 px, transparent background"
     image, note = _preview_image(_write(tmp_path, "notes.png", b"not pixels"))
     assert image is None and note.startswith("⚠️ notes.png is not an image")
-    views = [str(p) for p in sorted((EXAMPLES / "turntable").glob("*.png"))]
+    views = [str(p) for p in sorted((EXAMPLES / "turntable").glob("view_*.jpg"))]
     gallery, note = _preview_views(views)
-    assert gallery == views and note == "8 views, 160×160 px"
+    assert gallery == views and note == "24 views, 224×224 px"
 
 
 def test_unavailable_methods_are_listed_with_their_reason(app_methods):
@@ -309,7 +315,7 @@ def test_unavailable_methods_are_listed_with_their_reason(app_methods):
 
     choices, ticked, notes = method_choices("text")
     labels = dict((value, label) for label, value in choices)
-    assert labels[SPHERE] == "Test sphere"
+    assert labels[SPHERE] == "Test sphere (~1 s)"  # its expected time here
     assert labels["app-test-unavailable"].startswith("Test unavailable (unavailable: Python package(s)")
     assert "app-test-unavailable" not in ticked
     assert any("trilemma_no_such_package" in note for note in notes)

@@ -167,6 +167,13 @@ class DevTools:
         os.close(self._from_browser)
 
 
+RENDERS_LOADED = """[...document.querySelectorAll('.slot-renders')].filter(g => g.offsetParent !== null)
+  .every(g => [...g.querySelectorAll('img')].length >= 16 && [...g.querySelectorAll('img')].every(i => i.complete
+  && i.naturalWidth > 0)) && document.querySelectorAll('.slot-renders img').length >= 32"""
+STRIP_COUNTS = """[...document.querySelectorAll('.slot-renders')].filter(g => g.offsetParent !== null)
+  .map(g => g.querySelectorAll('img').length)"""
+SKIPS_WITH_REASON = """[...document.querySelectorAll("table.comparison-matrix td.matrix-skipped")]
+  .filter(td => td.innerText === 'skipped' && td.title.length > 10).length"""
 PROMPT_BOX = 'textarea[placeholder="a red ceramic coffee mug"]'
 SET_PROMPT = (
     "(text) => { const box = document.querySelector(" + json.dumps(PROMPT_BOX) + ");"
@@ -193,8 +200,9 @@ def test_generate_in_the_browser(app_server, profile, tmp_path):
         assert browser.js("document.body.innerText.includes('Error')") is False
         # a good run with two methods
         assert browser.js(f"({SET_PROMPT})('a red ceramic coffee mug')") == "a red ceramic coffee mug"
-        picked = browser.js(f"({PICK_METHODS})({json.dumps(['Test sphere', 'Test points'])})")
-        assert sorted(picked) == ["Test points", "Test sphere"]
+        wanted = ["Test sphere (~1 s)", "Test points (~1 s)"]  # each label says its expected time here
+        picked = browser.js(f"({PICK_METHODS})({json.dumps(wanted)})")
+        assert sorted(picked) == sorted(wanted)
         assert browser.js(f"({CLICK})('Generate')")
         browser.wait_for(
             "document.body.innerText.split('Done in').length - 1 >= 2 && document.body.innerText.includes('vertices')",
@@ -204,9 +212,54 @@ def test_generate_in_the_browser(app_server, profile, tmp_path):
         assert "⚠️ the prompt is empty" not in text, "a good run clears the note"
         assert "seconds_total" in text and "Error" not in text
         browser.wait_for("document.querySelectorAll('canvas').length >= 2", timeout=30)  # a viewer per slot
+        # under each viewer, the renders the metrics saw: 8 colour + 8 geometry ring thumbnails, served images
+        browser.wait_for(RENDERS_LOADED, timeout=30)
+        strips = browser.js(STRIP_COUNTS)
+        assert len(strips) == 2 and all(n >= 16 for n in strips), strips
+        # the comparison matrix: a column per method in slot order; CLIP (offline) skipped with its reason on hover
+        header = browser.js("[...document.querySelectorAll('table.comparison-matrix thead th')].map(t => t.innerText)")
+        assert header == ["metric", "Test sphere", "Test points"], header
+        assert browser.js(SKIPS_WITH_REASON) >= 2
         out_dir = Path(os.environ.get("TRILEMMA_SCREENSHOT_DIR") or tmp_path)
         out_dir.mkdir(parents=True, exist_ok=True)
         time.sleep(2)  # let the viewers draw their first frames
         browser.screenshot(out_dir / "app_run.png", 1400, 1700)
+    finally:
+        browser.close()
+
+
+CLICK_TAB = """(text) => { const tab = [...document.querySelectorAll('[role=tab]')]
+  .find(e => e.innerText.trim() === text); if (tab) tab.click();
+  return !!tab && tab.getAttribute('aria-selected') === 'true'; }"""
+# gallery thumbnails load lazily: bring each strip into view, then every image must have loaded
+STRIPS_IN_VIEW_LOADED = """(() => {
+  const strips = [...document.querySelectorAll('.slot-renders')].filter(g => g.offsetParent !== null);
+  strips.forEach(g => g.scrollIntoView());
+  return strips.length >= 2 && strips.every(g => { const imgs = [...g.querySelectorAll('img')];
+    return imgs.length >= 16 && imgs.every(i => i.complete && i.naturalWidth > 0); }); })()"""
+TICK_RUNS = """(n) => { const group = [...document.querySelectorAll('label')].filter(l => l.offsetParent !== null
+  && l.querySelector('input[type=checkbox]') && l.innerText.includes(' · ')).slice(0, n);
+  group.forEach(l => { if (!l.querySelector('input').checked) l.click(); }); return group.length; }"""
+
+
+def test_runs_tab_lists_and_compares_stored_runs(app_server, app_client, profile):
+    """Runs written by a request are listed when the page opens; ticking two fills the viewers and matrix."""
+    app_client.predict(
+        "a small red mug", ["app-test-sphere", "app-test-points"], 0, False, "{}", api_name="/text_to_3d"
+    )
+    browser = DevTools(profile)
+    try:
+        browser.open(app_server.url)
+        browser.wait_for(f"({CLICK_TAB})('Runs')")
+        browser.wait_for("document.body.innerText.includes('a small red mug')", timeout=30)
+        assert browser.js(f"({TICK_RUNS})(2)") == 2
+        browser.wait_for("document.querySelectorAll('table.comparison-matrix thead th').length === 3", timeout=60)
+        header = browser.js("[...document.querySelectorAll('table.comparison-matrix thead th')].map(t => t.innerText)")
+        assert header[0] == "metric" and {h.split(" · ")[0] for h in header[1:]} == {
+            "app-test-sphere",
+            "app-test-points",
+        }
+        browser.wait_for(STRIPS_IN_VIEW_LOADED, timeout=60)  # the renders strip under each ticked run
+        assert browser.js("document.querySelectorAll('canvas').length") >= 2
     finally:
         browser.close()

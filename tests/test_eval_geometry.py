@@ -59,7 +59,6 @@ def test_compare_to_reference_of_a_mesh_with_itself():
 
 
 def test_volume_iou_of_two_cubes_shifted_by_half():
-    pytest.importorskip("open3d")
     a, b = unit_cube(), unit_cube((0.5, 0.0, 0.0))
     iou = geometry.volume_iou(Mesh(a.vertices, a.faces), Mesh(b.vertices, b.faces), n=100_000)
     assert iou == pytest.approx(1 / 3, abs=0.01)

@@ -37,9 +37,13 @@ def _byte_vocab() -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
+    return build_tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
+
+
+def build_tiny_clip_dir(folder):
+    """A tiny random CLIPModel with an offline byte-level tokenizer, saved in ``folder``."""
     from transformers import CLIPConfig, CLIPModel
 
-    folder = tmp_path_factory.mktemp("tiny_clip")
     vocab = _byte_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
@@ -171,6 +175,12 @@ def _tiny(name: str) -> dict:
 @pytest.fixture
 def tiny_point_e(tmp_path, monkeypatch, clip_dir):
     """Tiny random checkpoints in a directory, in the official file layout; settings pointing at them."""
+    yield build_tiny_point_e(tmp_path, monkeypatch, clip_dir)
+    runtime.release_models()
+
+
+def build_tiny_point_e(tmp_path, monkeypatch, clip_dir) -> dict:
+    """Tiny random checkpoints in ``tmp_path`` (their configs patched in), and the settings that load them."""
     monkeypatch.setattr(registry, "_discovered", True)
     for seed, name in enumerate(("base40M-textvec", "base40M", "upsample", "sdf")):
         config = _tiny(name)
@@ -180,8 +190,7 @@ def tiny_point_e(tmp_path, monkeypatch, clip_dir):
         if hasattr(model, "output_proj") and name != "sdf":  # officially zero-initialised: give it a signal
             torch.nn.init.normal_(model.output_proj.weight, std=0.3)
         torch.save(model.state_dict(), tmp_path / configs.CHECKPOINT_FILES[name])
-    yield {"checkpoint": str(tmp_path), "clip_checkpoint": str(clip_dir), "steps": 2, "grid_size": 16}
-    runtime.release_models()
+    return {"checkpoint": str(tmp_path), "clip_checkpoint": str(clip_dir), "steps": 2, "grid_size": 16}
 
 
 def test_text_run_gives_a_coloured_cloud_and_mesh(tiny_point_e):

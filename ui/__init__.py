@@ -9,6 +9,9 @@ Public API::
     from ui import hosting                                    # server name/port, spaces.GPU wrapper
     from ui import served                                     # what may be served (SERVED), redact, public_record
     from ui import public                                     # shared-host limits: ceilings, fair queueing
+    from ui.matrix import comparison_matrix, matrix_html      # the metrics x methods comparison matrix
+    from ui.viewer_asset import viewer_file                   # a viewer-sized copy of a heavy asset
+    from ui.runs import build_runs_tab                        # browse and compare stored runs
 
 Nothing here imports torch: methods are listed through the registry and run through eval.runner.
 """

@@ -11,6 +11,7 @@ as a JSON string ``{"method id": {"setting": value}}``. It returns the GLB files
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,16 @@ from typing import Any
 
 import gradio as gr
 
-from eval.store import StoreError
+from eval.run_cache import format_seconds
+from eval.store import StoreError, outputs_dir
 from methods import runtime
-from methods.base import MethodError
+from methods.base import IMAGE_SUFFIXES, MethodError
 from methods.registry import get, listing
 from ui import jobs, public, served
 from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
+from ui.matrix import long_form_csv, long_form_json, matrix_html
 from ui.panel import PANEL_HEADERS, table
 from ui.settings_form import SettingsForm, build_settings_form
 
@@ -33,6 +36,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = ASSETS / "examples"
 TITLES = {"text": "Text → 3D", "image": "Image → 3D", "video": "Video → 3D"}
 API_NAMES = {"text": "text_to_3d", "image": "image_to_3d", "video": "video_to_3d"}
+QUICK_SECONDS = 60  # methods expected to finish within a minute here are ticked at first
 REASON_CHARS = 48  # unavailable reasons are cut to this length in the method list; shown whole below it
 VIEWER_HEIGHT = 300
 
@@ -52,16 +56,25 @@ def example_images() -> list[Path]:
 
 
 def example_view_sets() -> list[list[Path]]:
-    return [sorted(folder.glob("*.png")) for folder in sorted(EXAMPLES.iterdir()) if folder.is_dir()]
+    def views(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    return [views(folder) for folder in sorted(EXAMPLES.iterdir()) if folder.is_dir()]
 
 
 # ----------------------------------------------------------------------------- method choices
 
 
 def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], list[str]]:
-    """(label, id) choices for the method list, the ids ticked at first (available ones), and notes
-    on the unavailable ones with their full reason."""
-    choices, ready, notes = [], [], []
+    """(label, id) choices for the method list, the ids ticked at first, and notes on the unavailable
+    ones with their full reason.
+
+    Each available method's label carries its expected time on this machine ("~1 s", "~33 min"), and
+    the methods ticked at first are those expected to finish within ``QUICK_SECONDS`` here (at most
+    ``jobs.MAX_METHODS``; the fastest one when none is that quick).
+    """
+    choices, timed, notes = [], [], []
+    gpu = runtime.gpu_present()
     for row in listing(modality):
         label = row["label"]
         if not row["available"]:
@@ -70,9 +83,20 @@ def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], lis
             label = f"{label} (unavailable: {short})"
             notes.append(f"**{row['label']}** cannot run here: {reason}")
         else:
-            ready.append(row["id"])
+            seconds = expected_here(row["id"], modality, gpu)
+            label = f"{label} (~{format_seconds(max(seconds, 1.0))})"
+            timed.append((seconds, row["id"]))
         choices.append((label, row["id"]))
-    return choices, ready[:1], notes
+    quick = [mid for seconds, mid in timed if seconds <= QUICK_SECONDS][: jobs.MAX_METHODS]
+    if not quick and timed:
+        quick = [min(timed)[1]]
+    return choices, quick, notes
+
+
+def expected_here(method_id: str, modality: str, gpu: bool) -> float:
+    """The method's own estimate of seconds for its default settings on this machine's device."""
+    method = get(method_id)
+    return float(method.estimate_seconds(method.default_settings(modality), gpu=gpu))
 
 
 # ----------------------------------------------------------------------------- layout
@@ -85,6 +109,7 @@ class ResultSlot:
     status: gr.Markdown
     files: gr.File
     result: gr.State  # {"glb", "files", "label"}: its change shows the model, in an event of its own
+    renders: gr.Gallery | None = None  # the protocol's renders under the viewer (eval.renders)
 
     @property
     def outputs(self) -> list[gr.components.Component | gr.Column]:
@@ -109,6 +134,8 @@ class ModalityTab:
     handler: Callable[..., Iterator[list[Any]]] | None = None  # the Generate handler (a generator)
     api_inputs: list[gr.components.Component] = field(default_factory=list)
     api_outputs: list[gr.components.Component] = field(default_factory=list)
+    matrix: gr.HTML | None = None  # metrics x methods (ui.matrix), filled as methods finish
+    metric_files: gr.File | None = None  # the long-form rows as CSV and JSON, once the request is done
 
 
 def _build_input(modality: str) -> tuple[gr.components.Component, list[Any]]:
@@ -182,6 +209,15 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
                     clear_color=(0.94, 0.95, 0.97, 1.0),
                     interactive=False,
                 )
+                renders = gr.Gallery(
+                    label="What the metrics saw (input | render, colour and geometry ring)",
+                    columns=8,
+                    height=110,
+                    object_fit="contain",
+                    allow_preview=True,
+                    visible=False,
+                    elem_classes=["slot-renders"],
+                )
                 status = gr.Markdown("Ready: press **Generate**.", elem_classes=["slot-status"])
                 files = gr.File(label="Download", file_count="multiple", interactive=False, visible=False)
                 result = gr.State(None)
@@ -189,16 +225,22 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
                     likert_row(result)
             # A model streamed inside the generator's updates is sometimes dropped by the browser when updates
             # come in a burst; set once by a plain event, it always arrives.
-            result.change(_show_result, result, [viewer, files], api_visibility="private", queue=False)
-            slots.append(ResultSlot(column, viewer, status, files, result))
+            result.change(_show_result, result, [viewer, files, renders], api_visibility="private", queue=False)
+            slots.append(ResultSlot(column, viewer, status, files, result, renders))
     return slots
 
 
 def _show_result(result: dict[str, Any] | None):
     if not result:
-        return gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip()
     files = result.get("files") or None
-    return gr.update(value=result.get("glb"), label=result.get("label")), gr.update(value=files, visible=bool(files))
+    viewer = result.get("viewer") or result.get("glb")  # a reduced copy when the asset is heavy
+    renders = [tuple(item) for item in result.get("renders") or []]
+    return (
+        gr.update(value=viewer, label=result.get("label")),
+        gr.update(value=files, visible=bool(files)),
+        gr.update(value=renders or None, visible=bool(renders)),
+    )
 
 
 def build_modality_tab(modality: str) -> ModalityTab:
@@ -232,19 +274,23 @@ def build_modality_tab(modality: str) -> ModalityTab:
             run = gr.Button("Generate", variant="primary", size="lg")
             notice = gr.Markdown(visible=False, elem_classes=["notice"])
     slots = _build_slots(max(len(ticked), 1), [labels[m] for m in ticked])
-    panel = gr.Dataframe(
-        headers=PANEL_HEADERS,
-        value=[],
-        label="Metrics (↑ higher is better, ↓ lower is better)",
-        interactive=False,
-        wrap=True,
-        max_height=360,
-        column_widths=["22%", "26%", "24%", "14%", "14%"],
-    )
+    matrix = gr.HTML(value="", elem_classes=["comparison-matrix-box"], label="Comparison")
+    with gr.Accordion("Long-form metric rows (one per metric per method) and downloads", open=False):
+        panel = gr.Dataframe(
+            headers=PANEL_HEADERS,
+            value=[],
+            label="Metrics (↑ higher is better, ↓ lower is better)",
+            interactive=False,
+            wrap=True,
+            max_height=360,
+            column_widths=["22%", "26%", "24%", "14%", "14%"],
+        )
+        metric_files = gr.File(label="Metrics as CSV / JSON", file_count="multiple", interactive=False)
     handler = _ui_handler(modality, forms)
     tab = ModalityTab(
         modality, input_component, methods_box, seed, randomize, run, notice, forms, slots, panel, handler
     )
+    tab.matrix, tab.metric_files = matrix, metric_files
 
     methods_box.change(
         _selection_handler(forms),
@@ -258,7 +304,7 @@ def build_modality_tab(modality: str) -> ModalityTab:
         triggers=[*extra_triggers, run.click],
         fn=handler,
         inputs=[input_component, methods_box, seed, randomize, rerun, *setting_components],
-        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel],
+        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel, matrix, metric_files],
         api_visibility="private",
         show_progress="minimal",
         concurrency_limit=1,
@@ -300,14 +346,14 @@ def _ui_handler(modality: str, forms: list[SettingsForm]):
         except MethodError as exc:
             # A toast and a note, not gr.Error: an error would mark every output component as failed.
             gr.Warning(str(exc))
-            yield [gr.update(value=f"⚠️ {exc}", visible=True)] + [gr.skip()] * (2 + 3 * jobs.MAX_METHODS)
+            yield [gr.update(value=f"⚠️ {exc}", visible=True)] + [gr.skip()] * (4 + 3 * jobs.MAX_METHODS)
             return
         try:
             for state in jobs.run_job_on_gpu(job):
                 yield _ui_outputs(job, state)
         except StoreError as exc:
             gr.Warning(store_message(exc))
-            yield [gr.update(value=f"⚠️ {store_message(exc)}", visible=True)] + [gr.skip()] * (2 + 3 * jobs.MAX_METHODS)
+            yield [gr.update(value=f"⚠️ {store_message(exc)}", visible=True)] + [gr.skip()] * (4 + 3 * jobs.MAX_METHODS)
 
     return generate
 
@@ -326,9 +372,26 @@ def _ui_outputs(job: jobs.Job, state: jobs.JobState) -> list[Any]:
             "label": slot.label,
             "id": slot.run_id if slot.glb else None,
         }
+        if slot.viewer and slot.viewer != slot.glb:
+            result["viewer"] = slot.viewer
+        if slot.renders:
+            result["renders"] = [list(item) for item in slot.renders]
         out += [gr.update(visible=True), result, slot.status_markdown()]
     out.append(table(state.metrics))
+    out.append(matrix_html(state.metrics, [slot.label for slot in state.slots]))
+    out.append(write_metric_files(state) if state.finished and state.metrics else gr.skip())
     return out
+
+
+def write_metric_files(state: jobs.JobState) -> list[str]:
+    """The request's long-form rows as metrics.csv and metrics.json in a fresh folder under the outputs."""
+    folder = outputs_dir() / "metrics" / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.csv").write_text(long_form_csv(state.metrics), encoding="utf-8")
+    (folder / "metrics.json").write_text(long_form_json(state.metric_records), encoding="utf-8")
+    paths = [str(folder / "metrics.csv"), str(folder / "metrics.json")]
+    served.SERVED.publish(*paths)
+    return paths
 
 
 # ----------------------------------------------------------------------------- the API

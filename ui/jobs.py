@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eval.protocol import MetricRow
+from eval.renders import gallery as render_gallery
 from eval.run_cache import can_run_again, find_cached_run, format_seconds
 from eval.runner import execute, prepare
 from eval.store import Store
@@ -27,6 +29,7 @@ from methods.registry import get
 from ui import hosting, public, served
 from ui.inputs import make_inputs
 from ui.panel import metric_json
+from ui.viewer_asset import ViewerFile, viewer_file
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,9 @@ class SlotState:
     seconds: float | None = None
     expected: str = ""
     cached: str = ""  # set when a finished run is shown instead of running again
+    viewer: str | None = None  # what the 3D viewer shows: the asset, or a reduced copy (ui.viewer_asset)
+    viewer_note: str = ""  # says when the view is reduced
+    renders: list[tuple[str, str]] = field(default_factory=list)  # what the metrics saw: (thumbnail, caption)
 
     def status_markdown(self) -> str:
         if self.state == "queued":
@@ -93,12 +99,14 @@ class SlotState:
         if self.state == "running":
             done = f" {self.fraction:.0%}" if self.fraction is not None else ""
             line = f"⚙️ **{self.stage or 'starting'}**{done}"
-            return line + (f" — {self.message}" if self.message else "")
+            line += f" — {self.message}" if self.message else ""
+            return line + (f" (expected: {self.expected})" if self.expected else "")
+        reduced = f"\n\n🔎 {self.viewer_note}" if self.viewer_note else ""
         if self.state == "done" and self.cached:
-            return f"♻️ {self.cached}"
+            return f"♻️ {self.cached}{reduced}"
         if self.state == "done":
             took = f" in {_seconds(self.seconds)}" if self.seconds is not None else ""
-            return f"✅ Done{took} · run `{self.run_id}`"
+            return f"✅ Done{took} · run `{self.run_id}`{reduced}"
         prefix = "⛔ **Not run:**" if self.state == "refused" else "❌ **Failed:**"
         return f"{prefix} {self.message}"
 
@@ -298,6 +306,17 @@ def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]
     # images a method made on the way (text -> image -> 3D): shown and downloadable beside the asset
     made = [f for k, f in files.items() if k not in ("glb", "ply") and str(f).endswith(".png")]
     slot.files = served.publish_run_files(glb, [files.get("ply"), *made])
+    if glb:
+        try:
+            shown = viewer_file(glb)
+        except Exception as exc:  # the full asset still shows; a viewer copy is a convenience
+            log.warning("no viewer copy of %s: %s", Path(glb).name, exc)
+            shown = ViewerFile(glb)
+        slot.viewer, slot.viewer_note = shown.path, shown.note
+        slot.renders, turntable = render_gallery(Path(glb).parent)
+        if turntable:
+            slot.files.append(turntable)
+        served.SERVED.publish(shown.path, turntable, *(path for path, _ in slot.renders))
 
 
 class _Throttle:

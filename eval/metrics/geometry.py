@@ -122,18 +122,12 @@ def bbox_diagonal(points: np.ndarray) -> float:
 def occupancy(mesh: Mesh, points: np.ndarray) -> np.ndarray:
     """Inside/outside of each query point by ray parity with a majority over 3 ray directions.
 
-    Open3D's RaycastingScene (Embree) does the ray casting; the vote keeps small holes from
-    flipping whole regions. The result is exact for closed meshes.
+    Embree (:mod:`methods.raycast`, the ``embreex`` wheel) does the ray casting; the vote keeps
+    small holes from flipping whole regions. The result is exact for closed meshes.
     """
-    import open3d as o3d
+    from methods.raycast import inside
 
-    scene = o3d.t.geometry.RaycastingScene()
-    tm = o3d.t.geometry.TriangleMesh()
-    tm.vertex.positions = o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32))
-    tm.triangle.indices = o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.int32))
-    scene.add_triangles(tm)
-    query = o3d.core.Tensor(np.asarray(points, dtype=np.float32))
-    return scene.compute_occupancy(query, nsamples=3).numpy() > 0.5
+    return inside(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64), np.asarray(points))
 
 
 def volume_iou(pred: Mesh, ref: Mesh, n: int = 100_000, seed: int = 0) -> float:

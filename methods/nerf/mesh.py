@@ -71,10 +71,9 @@ def visible_faces(
     vertices: np.ndarray, faces: np.ndarray, c2w: np.ndarray, K: np.ndarray, width: int, height: int, max_cameras=48
 ) -> np.ndarray:
     """Which faces some camera sees: the centroid projects into its image and nothing lies in between."""
-    import open3d as o3d
+    from methods.raycast import RayScene
 
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
+    scene = RayScene(vertices, faces)
     tri = vertices[faces]
     centroid = tri.mean(1)
     scale = float(np.linalg.norm(vertices.max(0) - vertices.min(0))) or 1.0
@@ -94,21 +93,16 @@ def visible_faces(
             continue
         idx = np.flatnonzero(candidates)
         start = centroid[idx] + d[idx] * 1e-4 * scale
-        rays = o3d.core.Tensor(np.concatenate([start, d[idx]], 1).astype(np.float32))
-        hit = scene.cast_rays(rays)["t_hit"].numpy()
+        hit, _ = scene.first_hits(start, d[idx])
         seen[idx[~(hit < dist[idx] - 1e-4 * scale)]] = True
     return seen
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int):
-    """Quadric edge-collapse decimation (open3d) to about ``target_faces`` faces."""
-    import open3d as o3d
+    """Quadric edge-collapse decimation to about ``target_faces`` faces (see :func:`methods.raycast.decimate`)."""
+    from methods import raycast
 
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(faces))
-    mesh = mesh.simplify_quadric_decimation(int(target_faces))
-    mesh.remove_degenerate_triangles()
-    mesh.remove_unreferenced_vertices()
-    return np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    return raycast.decimate(vertices, faces, target_faces)
 
 
 @torch.no_grad()

@@ -8,7 +8,6 @@ after the current step and frees the field and optimiser state (``finally``).
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable, Generator
 
@@ -156,9 +155,6 @@ def _run(
 
         yield Progress("mesh", None, f"marching cubes at {settings.mesh_resolution}^3")
         target_faces = int(settings.decimate_faces)
-        if target_faces and importlib.util.find_spec("open3d") is None:
-            notes.append("open3d is not installed: the mesh is not decimated")
-            target_faces = 0
         with runtime.timed(stages, "mesh"):
             extracted = optimiser.extract(
                 MeshOptions(
