@@ -841,6 +841,10 @@ def load_scene(path: Path, split: str = "train", max_frames: int | None = None) 
             raise InvalidInput(f"{path} holds no transforms_{split}.json and no images")
         return Inputs(modality="video", frames=[load_image(str(p)) for p in files], name=path.name).validated()
     meta = json.loads(transforms.read_text())
+    if "camera_angle_x" not in meta:
+        # a nerfstudio transforms.json (fl_x / fl_y, a camera model, perhaps distortion): the methods' own
+        # scene reader takes the folder, as it does from the CLI
+        return Inputs(modality="video", video_path=str(path), name=path.name).validated()
     entries = meta["frames"][:max_frames]
     frames, poses = [], []
     for entry in entries:
