@@ -57,6 +57,9 @@ def example_view_sets() -> list[list[Path]]:
 # ----------------------------------------------------------------------------- method choices
 
 
+TICKED_AT_START = {"video": 2}  # nerf and gaussian-splatting side by side on the same input
+
+
 def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """(label, id) choices for the method list, the ids ticked at first (available ones), and notes
     on the unavailable ones with their full reason."""
@@ -71,7 +74,7 @@ def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], lis
         else:
             ready.append(row["id"])
         choices.append((label, row["id"]))
-    return choices, ready[:1], notes
+    return choices, ready[: TICKED_AT_START.get(modality, 1)], notes
 
 
 # ----------------------------------------------------------------------------- layout

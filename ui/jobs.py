@@ -284,10 +284,12 @@ def _show_cached(job: Job, run: PlannedRun, slot: SlotState, state: JobState, st
 
 def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]) -> None:
     glb = files.get("glb")
-    slot.state, slot.glb, slot.fraction = "done", glb, 1.0
+    shown = files.get("splat") or glb  # Gaussian splats show as splats (gr.Model3D reads .splat), not their mesh
+    slot.state, slot.glb, slot.fraction = "done", shown, 1.0
     slot.seconds = sum((record.get("stage_seconds") or {}).values()) or None
     run_json = Path(glb).parent / "run.json" if glb else None
-    slot.files = [f for f in (glb, files.get("ply"), str(run_json) if run_json and run_json.exists() else None) if f]
+    extra = (glb if shown != glb else None, files.get("splat_ply"), files.get("ply"))
+    slot.files = [f for f in (shown, *extra, str(run_json) if run_json and run_json.exists() else None) if f]
 
 
 class _Throttle:

@@ -97,9 +97,10 @@ def run_splats(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
             scene = yield from pose_frames(opened, settings.matcher, int(settings.seed))
     else:
         scene = opened
-    notes = list(scene.notes)
     config = splat_config(settings, device)
     fitter = SplatFitter(scene, config, device)
+    scene = fitter.scene  # resampled to pinhole cameras when the poses came with lens distortion
+    notes = list(scene.notes) + fitter.notes
     try:
         yield Progress(
             "training",

@@ -182,26 +182,40 @@ def rasterize(
         y1 = torch.floor(vv + ry - 0.5).clamp(0, height - 1).long()
         bw, bh = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
         counts = bw * bh
+        hw = height * width
+        # pairs: every pixel of every entry's box; one gather of the box per pair (index_select: fast on a CPU)
         entry = torch.repeat_interleave(torch.arange(len(g_idx), device=device), counts)
-        offset = torch.arange(len(entry), device=device) - (torch.cumsum(counts, 0) - counts)[entry]
-        px = x0[entry] + offset % bw[entry]
-        py = y0[entry] + offset // bw[entry]
+        box = torch.stack([x0, y0, bw, torch.cumsum(counts, 0) - counts, cam_idx * hw], 1).index_select(0, entry)
+        offset = torch.arange(len(entry), device=device) - box[:, 3]
+        row = torch.div(offset, box[:, 2], rounding_mode="floor")
+        px = box[:, 0] + offset - row * box[:, 2]
+        py = box[:, 1] + row
         # which pairs count: decided without autograd, then only those are built differentiably
         with torch.no_grad():
             f = fd.index_select(0, entry)
             dx = px.to(dtype) + 0.5 - f[:, 0]
             dy = py.to(dtype) + 0.5 - f[:, 1]
             power = -0.5 * (f[:, 2] * dx * dx + f[:, 4] * dy * dy) - f[:, 3] * dx * dy
-            keep = torch.nonzero((power <= 0) & (f[:, 5] * torch.exp(power) >= ALPHA_MIN)).squeeze(1)
-            entry, px, py = entry[keep], px[keep], py[keep]
-            pix = (cam_idx[entry] * height + py) * width + px
+            alpha_d = f[:, 5] * torch.exp(power)
+            keep = torch.nonzero((power <= 0) & (alpha_d >= ALPHA_MIN)).squeeze(1)
+            pix = (box[:, 4] + py * width + px).index_select(0, keep)
+            alpha_d = alpha_d.index_select(0, keep).clamp_max(ALPHA_MAX)
+            entry = entry.index_select(0, keep)
             pix, by_pixel = torch.sort(pix.int(), stable=True)  # int32 sorts about 3x faster on a CPU
             pix = pix.long()
-            entry, px, py = entry[by_pixel], px[by_pixel], py[by_pixel]
-            first = torch.ones_like(pix, dtype=torch.bool)
-            first[1:] = pix[1:] != pix[:-1]
-            seg_start = torch.nonzero(first).squeeze(1)
-            seg = torch.cumsum(first.long(), 0) - 1
+            entry, alpha_d = entry.index_select(0, by_pixel), alpha_d.index_select(0, by_pixel)
+            # early termination before autograd sees the pairs: the reference stops at the pair that would
+            # take the transmittance below T_MIN, so pairs from there on are dropped here, not masked later
+            first, seg_start, seg = _segments(pix)
+            log1m = torch.log1p(-alpha_d).double()
+            incl = torch.cumsum(log1m, 0)
+            incl = incl - (incl - log1m).index_select(0, seg_start).index_select(0, seg)
+            live = torch.nonzero(incl >= math.log(T_MIN)).squeeze(1)
+            if len(live) < len(pix):
+                entry, pix = entry.index_select(0, live), pix.index_select(0, live)
+                first, seg_start, seg = _segments(pix)
+            lin = pix % hw
+            px, py = lin % width, torch.div(lin, width, rounding_mode="floor")
         f = feats.index_select(0, entry)
         dx = px.to(dtype) + 0.5 - f[:, 0]
         dy = py.to(dtype) + 0.5 - f[:, 1]
@@ -211,10 +225,8 @@ def rasterize(
         # (the running sum in float64: over a million pairs float32 would lose the small differences)
         log1m = torch.log1p(-alpha).double()
         excl = torch.cumsum(log1m, 0) - log1m
-        T = torch.exp(excl - excl[seg_start][seg]).to(dtype)
-        # early termination: the reference stops at the pair that would take T below T_MIN
-        live = (T.detach() * (1 - alpha.detach())) >= T_MIN
-        w = torch.where(live, T * alpha, torch.zeros_like(alpha))
+        T = torch.exp(excl - excl.index_select(0, seg_start).index_select(0, seg)).to(dtype)
+        w = T * alpha
         # colour and depth once per entry, not per pair
         centres = -torch.einsum("cji,cj->ci", R, t)  # camera centres in world
         dirs = means[g_idx] - centres[cam_idx]
@@ -224,7 +236,7 @@ def rasterize(
         out_img = out_img.index_add(0, pix, w[:, None] * cd[:, :3])
         out_alpha = out_alpha.index_add(0, pix, w)
         out_depth = out_depth.index_add(0, pix, w * cd[:, 3])
-        pairs = int(live.sum())
+        pairs = len(pix)
 
     image = out_img + (1 - out_alpha)[:, None] * bg
     return RenderOutput(
@@ -236,6 +248,13 @@ def rasterize(
         radius,
         pairs,
     )
+
+
+def _segments(pix: torch.Tensor):
+    """For pairs sorted by pixel: is each the first of its pixel, where each pixel starts, each pair's pixel rank."""
+    first = torch.ones_like(pix, dtype=torch.bool)
+    first[1:] = pix[1:] != pix[:-1]
+    return first, torch.nonzero(first).squeeze(1), torch.cumsum(first.long(), 0) - 1
 
 
 def gsplat_available() -> bool:

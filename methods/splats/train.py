@@ -100,6 +100,30 @@ def _knn_scale(points: np.ndarray) -> np.ndarray:
     return np.maximum(d[:, 1:].mean(1), 1e-4)
 
 
+def undistort_scene(scene: Scene) -> Scene:
+    """The scene's frames resampled (bilinear) to pinhole cameras with the same intrinsics."""
+    import dataclasses
+
+    from scipy.ndimage import map_coordinates
+
+    from methods.nerf.cameras import Cameras, distort_points
+
+    cams = scene.cameras
+    h, w = scene.height, scene.width
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    out = np.empty_like(scene.images)
+    for i in range(len(scene.images)):
+        K = cams.K[i]
+        x, y = (u + 0.5 - K[0, 2]) / K[0, 0], (v + 0.5 - K[1, 2]) / K[1, 1]
+        xd, yd = distort_points(x, y, cams.distortion[i], cams.model)
+        src = [yd * K[1, 1] + K[1, 2] - 0.5, xd * K[0, 0] + K[0, 2] - 0.5]
+        for ch in range(scene.images.shape[-1]):
+            plane = scene.images[i, ..., ch].astype(np.float32)
+            out[i, ..., ch] = np.clip(map_coordinates(plane, src, order=1, mode="nearest") + 0.5, 0, 255)
+    pinhole = Cameras(cams.c2w, cams.K, cams.width, cams.height)
+    return dataclasses.replace(scene, images=out, cameras=pinhole)
+
+
 class SplatFitter:
     """Gaussian splats fitted to a :class:`Scene`'s training views, in the scene's field frame ([-1, 1]^3)."""
 
@@ -115,9 +139,12 @@ class SplatFitter:
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.frame, self.up_axis = (frame, "+Y") if frame is not None else scene_frame(scene, scene.source == "sfm")
+        self.notes: list[str] = []
+        if scene.cameras.distortion is not None:  # the rasteriser is pinhole: resample the frames to pinhole
+            scene = undistort_scene(scene)
+            self.scene = scene
+            self.notes.append("frames resampled to pinhole cameras (the estimated lens distortion removed)")
         self.cameras = scene.cameras.transformed(self.frame)
-        if self.cameras.distortion is not None:
-            raise MethodError("Gaussian splatting here renders pinhole cameras only; these frames have lens distortion")
         self.viewmats = opengl_to_viewmat(self.cameras.c2w).to(device=device, dtype=torch.float32)
         self.Ks = torch.as_tensor(self.cameras.K, dtype=torch.float32, device=device)
         centres = self.cameras.centers()[scene.train]
