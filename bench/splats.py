@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "gsplat"))
     parser.add_argument("--sh-degree", type=int, default=3)
-    parser.add_argument("--init-points", type=int, default=10000)
+    parser.add_argument("--init-points", type=int, default=3000)
+    parser.add_argument("--lr", default="auto", choices=("auto", "paper", "short"), help="auto: short on a CPU")
     parser.add_argument("--views-per-step", type=int, default=1)
     parser.add_argument("--max-gaussians", type=int, default=200000)
     parser.add_argument("--seed", type=int, default=0)
@@ -167,6 +168,7 @@ def make(name: str, scene, device: str, args):
             max_gaussians=args.max_gaussians,
             backend=args.backend,
             seed=args.seed,
+            lr_preset=args.lr if args.lr != "auto" else ("paper" if device.startswith("cuda") else "short"),
         )
         fitter = SplatFitter(scene, config, device)
 

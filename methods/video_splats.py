@@ -49,6 +49,14 @@ class SplatSettings(Settings):
         choices=SPLAT_BACKENDS,
         advanced=True,
     )
+    learning_rates: str = setting(
+        "auto",
+        label="Learning rates",
+        help="paper: Kerbl et al.'s (for ~30k steps); short: faster for CPU budgets of a few thousand steps; "
+        "auto: short on a CPU, paper on a GPU.",
+        choices=("auto", "paper", "short"),
+        advanced=True,
+    )
     densify_grad: float = setting(
         0.0002,
         label="Densify gradient threshold",
@@ -58,7 +66,7 @@ class SplatSettings(Settings):
         advanced=True,
     )
     densify_from: int = setting(
-        500, label="Densify from step", help="First step of adaptive density control.", min=0, max=100000, advanced=True
+        100, label="Densify from step", help="First step of adaptive density control.", min=0, max=100000, advanced=True
     )
     densify_every: int = setting(
         100,
@@ -83,7 +91,7 @@ class SplatSettings(Settings):
         1, label="Views per step", help="Training views rendered per optimiser step.", min=1, max=64, advanced=True
     )
     init_points: int = setting(
-        10000, label="Initial splats", help="From the visual hull or at random.", min=10, max=1000000, advanced=True
+        3000, label="Initial splats", help="From the visual hull or at random.", min=10, max=1000000, advanced=True
     )
     mesh_resolution: int = setting(128, label="Mesh resolution", help="Marching-cubes lattice.", min=32, max=384)
     mesh_level: float = setting(

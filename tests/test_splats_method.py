@@ -177,3 +177,31 @@ def test_cancelling_frees_the_run(cube_scene):
             break
     gen.close()
     assert gen.gi_frame is None
+
+
+def _first_error(method_id: str, inputs: Inputs) -> str:
+    gen = methods.run(method_id, inputs, {"budget_seconds": 600, "steps": 1})
+    with pytest.raises(methods.MethodError) as info:
+        for _ in gen:
+            pass
+    return str(info.value)
+
+
+def test_bad_video_inputs_are_refused_as_nerf_refuses_them(cube_scene, tmp_path: Path):
+    _, _, images, poses, K = cube_scene
+    frames = [Image.fromarray(im) for im in images]
+    not_zip = tmp_path / "views.zip"
+    not_zip.write_bytes(b"not a zip")
+    single = tmp_path / "one.png"
+    frames[0].save(single)
+    bad = [
+        Inputs(modality="video", video_path=str(tmp_path / "missing.mp4")),
+        Inputs(modality="video", video_path=str(single)),
+        Inputs(modality="video", video_path=str(not_zip)),
+        Inputs(modality="video", frames=frames, poses=poses),  # no intrinsics
+        Inputs(modality="video", frames=frames[:2], poses=poses[:2], intrinsics=K),  # too few posed views
+        Inputs(modality="video", frames=frames, poses=poses[:3], intrinsics=K),  # poses do not match frames
+    ]
+    for inputs in bad:
+        nerf, splats = _first_error("nerf", inputs), _first_error("gaussian-splatting", inputs)
+        assert nerf == splats and str(tmp_path) not in splats, (nerf, splats)

@@ -49,6 +49,7 @@ def splat_config(settings, device: str) -> SplatConfig:
         opacity_reset_every=int(settings.opacity_reset_every),
         max_gaussians=int(settings.max_gaussians),
         seed=int(settings.seed),
+        lr_preset=settings.learning_rates if settings.learning_rates != "auto" else ("paper" if cuda else "short"),
     )
 
 
