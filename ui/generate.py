@@ -373,7 +373,10 @@ def image_to_3d(image: str, methods: list[str], seed: int, randomize_seed: bool,
 
 
 def video_to_3d(video: list[str], methods: list[str], seed: int, randomize_seed: bool, settings_json: str):
-    """Generate a 3D asset per method from a video file or several views; returns (GLB files, report)."""
+    """Generate a 3D asset per method from a video file or several views; returns (files, report).
+
+    One file per method: a .glb, or a .splat for Gaussian splats (their mesh .glb is in the run folder).
+    """
     return run_for_api("video", video, methods, seed, randomize_seed, settings_json)
 
 
