@@ -197,6 +197,8 @@ def mesh_stat_rows(asset: Asset) -> list[MetricRow]:
         m = asset.mesh
         q = measure(m.vertices, m.faces)
         settings = {"frame": FRAME, "weld_tolerance": WELD_TOLERANCE, "topology": "on welded vertices"}
+        if asset.gaussians is not None:  # a splat asset's mesh is derived: say how
+            settings["mesh_from_splats"] = _splat_mesh_method(asset)
         extent = (m.vertices.max(0) - m.vertices.min(0)).tolist() if len(m.vertices) else [0.0, 0.0, 0.0]
         rows += [
             MetricRow("vertices", q.vertices, "", None, "geometry"),
@@ -213,13 +215,60 @@ def mesh_stat_rows(asset: Asset) -> list[MetricRow]:
             "frame": FRAME,
             "outlier_rule": f"mean {OUTLIER_NEIGHBOURS}-NN distance > mean + {OUTLIER_STD_RATIO} std",
         }
+        if asset.gaussians is not None:
+            settings["points_from_splats"] = "splat centres with opacity >= 0.5"
         rows += [
             MetricRow("points", p.points, "", None, "geometry"),
             MetricRow("nn_spacing_mean", p.spacing_mean, "r", None, "geometry", settings),
             MetricRow("nn_spacing_std", p.spacing_std, "r", None, "geometry", settings),
             MetricRow("outlier_fraction", p.outlier_fraction, "", False, "geometry", settings),
         ]
+    if asset.gaussians is not None:
+        rows += splat_rows(asset)
     return rows
+
+
+OPACITY_BINS = (0.0, 0.005, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def _splat_mesh_method(asset: Asset) -> str:
+    info = asset.views.get("mesh") if isinstance(asset.views.get("mesh"), dict) else {}
+    if not info:
+        return "unknown"
+    return f"{info.get('method', 'unknown')} (level {info.get('level')}, lattice {info.get('resolution')})"
+
+
+def splat_rows(asset: Asset) -> list[MetricRow]:
+    """What a Gaussian-splat asset is made of: count, opacity histogram, sizes (normalised frame), SH degree."""
+    g = asset.gaussians
+    opacity = g.opacities
+    counts, _ = np.histogram(opacity, bins=OPACITY_BINS)
+    size = np.exp(g.log_scales.astype(np.float64)).max(1) if len(g) else np.zeros(0)
+    what = {"frame": FRAME, "measures": "the splats themselves (not a render)"}
+    edges = zip(OPACITY_BINS[:-1], OPACITY_BINS[1:], counts, strict=True)
+    hist = " | ".join(f"{lo:g}-{hi:g}: {int(n)}" for lo, hi, n in edges)
+    return [
+        MetricRow("splats", int(len(g)), "", None, "geometry", what),
+        MetricRow("splat_sh_degree", int(g.sh_degree), "", None, "geometry", what),
+        MetricRow("splat_opacity_mean", float(opacity.mean()) if len(g) else 0.0, "", None, "geometry", what),
+        MetricRow("splat_opacity_histogram", hist, "", None, "geometry", what | {"bins": list(OPACITY_BINS)}),
+        MetricRow(
+            "splat_opaque_fraction",
+            float((opacity >= 0.5).mean()) if len(g) else 0.0,
+            "",
+            None,
+            "geometry",
+            what | {"opaque": "opacity >= 0.5"},
+        ),
+        MetricRow(
+            "splat_size_median",
+            float(np.median(size)) if len(g) else 0.0,
+            "r",
+            None,
+            "geometry",
+            what | {"size": "largest axis scale (1 sigma)"},
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------- the protocol

@@ -179,10 +179,16 @@ def render_modes(
         raise ValueError("resolution must be at least 8 pixels and supersample at least 1")
     cameras = list(cameras) if cameras is not None else camera_ring()
     res = resolution * supersample
-    scene = _Scene.from_asset(asset, modes)
+    # Gaussian splats: colour through the splat rasteriser; geometry from the asset's mesh (else splat centres)
+    splat_color = "color" in modes and asset.gaussians is not None
+    other = tuple(m for m in modes if not (splat_color and m == "color"))
+    scene = _Scene.from_asset(asset, other) if other else None
     out: dict[str, tuple[list, list, list]] = {mode: ([], [], []) for mode in modes}
     for cam in cameras:
-        for mode, (rgb, alpha, depth) in scene.draw(cam, res, point_radius, modes).items():
+        drawn = scene.draw(cam, res, point_radius, other) if scene is not None else {}
+        if splat_color:
+            drawn["color"] = _draw_splats(asset.gaussians, cam, res)
+        for mode, (rgb, alpha, depth) in drawn.items():
             if supersample > 1:
                 rgb, alpha, depth = _downsample(rgb, alpha, depth, supersample)
             for stack, image in zip(out[mode], (rgb, alpha, depth), strict=True):
@@ -194,10 +200,39 @@ def render_modes(
             alpha=torch.stack(alphas).numpy() if alphas else empty,
             depth=torch.stack(depths).numpy() if depths else empty,
             cameras=cameras,
-            settings=render_settings(cameras, resolution, mode, supersample, point_radius),
+            settings=render_settings(cameras, resolution, mode, supersample, point_radius)
+            | ({"splats": SPLAT_RENDERER} if splat_color and mode == "color" else {}),
         )
         for mode, (rgbs, alphas, depths) in out.items()
     }
+
+
+SPLAT_RENDERER = "methods.splats.raster (EWA splatting, float64, CPU), splats' base and view-dependent colour"
+
+
+def _draw_splats(gaussians, cam: Camera, res: int) -> tuple:
+    """(rgb over white, alpha, depth) float64 tensors of Gaussian splats seen by ``cam`` (front-to-back blending)."""
+    import torch
+
+    from methods.splats.raster import opengl_to_viewmat, rasterize
+
+    g = gaussians
+    t = {k: torch.from_numpy(np.asarray(getattr(g, k), dtype=np.float64)) for k in ("means", "log_scales", "quats")}
+    out = rasterize(
+        t["means"],
+        t["log_scales"],
+        t["quats"],
+        torch.from_numpy(np.asarray(g.opacity_logits, dtype=np.float64)),
+        torch.from_numpy(np.asarray(g.sh, dtype=np.float64)),
+        opengl_to_viewmat(cam.c2w()),
+        torch.from_numpy(cam.intrinsics(res))[None],
+        res,
+        res,
+        torch.ones(3, dtype=torch.float64),
+    )
+    alpha = out.alpha[0]
+    depth = torch.where(alpha > 0.5, out.depth[0] / alpha.clamp_min(1e-12), torch.full_like(alpha, math.inf))
+    return out.image[0].clamp(0, 1), alpha, depth
 
 
 def _downsample(rgb, alpha, depth, s: int):
@@ -286,8 +321,13 @@ class _Scene:
             faces = torch.from_numpy(np.asarray(m.faces, dtype=np.int64))
             colors, count = m.vertex_colors, len(faces)
         else:
-            v = torch.from_numpy(np.asarray(asset.points.points, dtype=np.float64))
-            faces, colors, count = None, asset.points.colors, len(v)
+            points = asset.points
+            if points is None:  # splats only: their centres stand in for the geometry
+                from methods.export import gaussian_centres
+
+                points = gaussian_centres(asset.gaussians)
+            v = torch.from_numpy(np.asarray(points.points, dtype=np.float64))
+            faces, colors, count = None, points.colors, len(v)
         if count >= 1 << _ID_BITS:
             raise ValueError(f"the renderer takes fewer than {1 << _ID_BITS} faces or points, got {count}")
         scene = cls(v, faces)

@@ -363,6 +363,117 @@ class PointCloud:
             self.colors = _colors01(self.colors, len(self.points))
 
 
+@dataclass
+class Gaussians:
+    """3D Gaussian splats (Kerbl et al. 2023) in the stored (pre-activation) parameterisation.
+
+    Opacity is ``sigmoid(opacity_logits)``, scale ``exp(log_scales)``, orientation the unit
+    quaternion (w, x, y, z); colour is SH coefficients (N, K, 3), K = (degree + 1)^2, in the
+    3DGS convention (colour = 0.5 + SH . basis(view direction), clipped at 0).
+    """
+
+    means: np.ndarray  # (N, 3) float32
+    log_scales: np.ndarray  # (N, 3) float32
+    quats: np.ndarray  # (N, 4) float32, unit, (w, x, y, z)
+    opacity_logits: np.ndarray  # (N,) float32
+    sh: np.ndarray  # (N, K, 3) float32
+
+    def __post_init__(self) -> None:
+        from methods.splats.sh import sh_degree_of
+
+        self.means = np.asarray(self.means, dtype=np.float32).reshape(-1, 3)
+        n = len(self.means)
+        self.log_scales = np.asarray(self.log_scales, dtype=np.float32).reshape(n, 3)
+        q = np.asarray(self.quats, dtype=np.float32).reshape(n, 4)
+        norm = np.linalg.norm(q, axis=1, keepdims=True)
+        if n and not (norm > 0).all():
+            raise ValueError("a Gaussian has a zero quaternion")
+        # already-unit quaternions stay bit-exact (a file round trip must not drift by an ulp)
+        self.quats = np.where(np.abs(norm - 1) > 1e-6, q / np.maximum(norm, 1e-12), q).astype(np.float32)
+        self.opacity_logits = np.asarray(self.opacity_logits, dtype=np.float32).reshape(n)
+        sh = np.asarray(self.sh, dtype=np.float32)
+        if sh.ndim != 3 or sh.shape[0] != n or sh.shape[2] != 3:
+            raise ValueError(f"SH coefficients must be (N, K, 3) for N={n}, got {sh.shape}")
+        sh_degree_of(sh.shape[1])
+        self.sh = sh
+        for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"the Gaussians' {name} contain NaN or infinite values")
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    @property
+    def sh_degree(self) -> int:
+        from methods.splats.sh import sh_degree_of
+
+        return sh_degree_of(self.sh.shape[1])
+
+    @property
+    def opacities(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.opacity_logits.astype(np.float64)))
+
+    def base_colors(self) -> np.ndarray:
+        """(N, 3) view-independent colour (the degree-0 term) in [0, 1]."""
+        from methods.splats.sh import sh0_to_rgb
+
+        return np.clip(sh0_to_rgb(self.sh[:, 0].astype(np.float64)), 0.0, 1.0).astype(np.float32)
+
+    def subset(self, keep: np.ndarray) -> Gaussians:
+        return Gaussians(
+            self.means[keep], self.log_scales[keep], self.quats[keep], self.opacity_logits[keep], self.sh[keep]
+        )
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) rotation matrices of unit quaternions (N, 4) in (w, x, y, z) order."""
+    w, x, y, z = (np.asarray(q, dtype=np.float64)[:, i] for i in range(4))
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    """The unit quaternion (w, x, y, z), w >= 0, of one rotation matrix (3, 3)."""
+    m = np.asarray(m, dtype=np.float64)
+    # the eigenvector of the symmetric 4x4 (Bar-Itzhack) is robust for every rotation
+    k = (
+        np.array(
+            [
+                [m[0, 0] - m[1, 1] - m[2, 2], m[1, 0] + m[0, 1], m[2, 0] + m[0, 2], m[2, 1] - m[1, 2]],
+                [m[1, 0] + m[0, 1], m[1, 1] - m[0, 0] - m[2, 2], m[2, 1] + m[1, 2], m[0, 2] - m[2, 0]],
+                [m[2, 0] + m[0, 2], m[2, 1] + m[1, 2], m[2, 2] - m[0, 0] - m[1, 1], m[1, 0] - m[0, 1]],
+                [m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1], m[0, 0] + m[1, 1] + m[2, 2]],
+            ]
+        )
+        / 3.0
+    )
+    vals, vecs = np.linalg.eigh(k)
+    x, y, z, w = vecs[:, np.argmax(vals)]
+    q = np.array([w, x, y, z])
+    return q if w >= 0 else -q
+
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products a * b of quaternions (..., 4) in (w, x, y, z) order."""
+    aw, ax, ay, az = (a[..., i] for i in range(4))
+    bw, bx, by, bz = (b[..., i] for i in range(4))
+    return np.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        -1,
+    )
+
+
 def _colors01(colors: Any, n: int) -> np.ndarray:
     c = np.asarray(colors)
     if c.dtype == np.uint8:
@@ -378,7 +489,7 @@ UP_AXES = ("+Y", "+Z")
 
 @dataclass
 class Asset:
-    """What a method returns: a mesh, a point cloud or both, in the method's own frame.
+    """What a method returns: a mesh, a point cloud or both (and/or Gaussian splats), in the method's own frame.
 
     ``up`` says which axis is up in that frame; :func:`normalize` maps the asset to the
     canonical frame (centred, unit bounding sphere, +Y up) as an explicit, recorded step.
@@ -387,6 +498,7 @@ class Asset:
     mesh: Mesh | None = None
     points: PointCloud | None = None
     up: str = "+Y"
+    gaussians: Gaussians | None = None  # splats; a splat asset may also carry a mesh and/or points
     notes: list[str] = field(default_factory=list)  # warnings for people, e.g. "prompt truncated"
     stage_seconds: dict[str, float] = field(default_factory=dict)
     normalization: dict[str, Any] | None = None  # set by normalize(): centre, scale, rotation
@@ -395,19 +507,23 @@ class Asset:
     views: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mesh is None and self.points is None:
-            raise ValueError("an asset needs a mesh or a point cloud")
+        if self.mesh is None and self.points is None and self.gaussians is None:
+            raise ValueError("an asset needs a mesh or a point cloud (or Gaussians)")
         if self.up not in UP_AXES:
             raise ValueError(f"up must be one of {UP_AXES}")
 
     @property
     def kind(self) -> str:
-        return "mesh" if self.mesh is not None else "points"
+        if self.mesh is not None:
+            return "mesh"
+        return "points" if self.points is not None else "gaussians"
 
     def all_points(self) -> np.ndarray:
         parts = [self.mesh.vertices] if self.mesh is not None else []
         if self.points is not None:
             parts.append(self.points.points)
+        if self.gaussians is not None:
+            parts.append(self.gaussians.means)
         return np.concatenate(parts, axis=0)
 
 
@@ -432,8 +548,23 @@ def normalize(asset: Asset) -> Asset:
 
     mesh = dataclasses.replace(asset.mesh, vertices=tf(asset.mesh.vertices)) if asset.mesh is not None else None
     points = dataclasses.replace(asset.points, points=tf(asset.points.points)) if asset.points is not None else None
+    gaussians = _transform_gaussians(asset.gaussians, tf, scale, rot) if asset.gaussians is not None else None
     record = {"centre": centre.tolist(), "scale": scale, "rotation": rot.tolist(), "from_up": asset.up, "up": "+Y"}
-    return dataclasses.replace(asset, mesh=mesh, points=points, up="+Y", normalization=record)
+    return dataclasses.replace(asset, mesh=mesh, points=points, gaussians=gaussians, up="+Y", normalization=record)
+
+
+def _transform_gaussians(g: Gaussians, tf: Any, scale: float, rot: np.ndarray) -> Gaussians:
+    """Positions and sizes move with the similarity; orientations and view-dependent colour turn with it."""
+    from methods.splats.sh import rotate_sh
+
+    q_rot = matrix_to_quat(rot)
+    return Gaussians(
+        tf(g.means),
+        g.log_scales + np.float32(np.log(scale)),
+        quat_multiply(np.broadcast_to(q_rot, g.quats.shape), g.quats.astype(np.float64)),
+        g.opacity_logits,
+        rotate_sh(g.sh, rot) if g.sh.shape[1] > 1 and not np.allclose(rot, np.eye(3)) else g.sh,
+    )
 
 
 # ----------------------------------------------------------------------------- the method

@@ -20,6 +20,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "methods.point_e",
     "methods.text_opt",
     "methods.video_nerf",
+    "methods.video_splats",
     "methods.families",
     "methods.triposr",
 )

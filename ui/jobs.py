@@ -301,22 +301,25 @@ def _show_cached(job: Job, run: PlannedRun, slot: SlotState, state: JobState, st
 
 def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]) -> None:
     glb = files.get("glb")
-    slot.state, slot.glb, slot.fraction = "done", glb, 1.0
+    shown = files.get("splat") or glb  # Gaussian splats show as splats (gr.Model3D reads .splat), not their mesh
+    slot.state, slot.glb, slot.fraction = "done", shown, 1.0
     slot.seconds = sum((record.get("stage_seconds") or {}).values()) or None
     # images a method made on the way (text -> image -> 3D): shown and downloadable beside the asset
     made = [f for k, f in files.items() if k not in ("glb", "ply") and str(f).endswith(".png")]
-    slot.files = served.publish_run_files(glb, [files.get("ply"), *made])
-    if glb:
+    # splats come first (the .splat), then their mesh .glb and 3DGS .ply
+    extra = [glb if shown != glb else None, files.get("splat_ply"), files.get("ply"), *made]
+    slot.files = served.publish_run_files(shown, extra)
+    if shown:
         try:
-            shown = viewer_file(glb)
+            viewed = viewer_file(shown)
         except Exception as exc:  # the full asset still shows; a viewer copy is a convenience
-            log.warning("no viewer copy of %s: %s", Path(glb).name, exc)
-            shown = ViewerFile(glb)
-        slot.viewer, slot.viewer_note = shown.path, shown.note
-        slot.renders, turntable = render_gallery(Path(glb).parent)
+            log.warning("no viewer copy of %s: %s", Path(shown).name, exc)
+            viewed = ViewerFile(shown)
+        slot.viewer, slot.viewer_note = viewed.path, viewed.note
+        slot.renders, turntable = render_gallery(Path(shown).parent)
         if turntable:
             slot.files.append(turntable)
-        served.SERVED.publish(shown.path, turntable, *(path for path, _ in slot.renders))
+        served.SERVED.publish(viewed.path, turntable, *(path for path, _ in slot.renders))
 
 
 class _Throttle:

@@ -17,7 +17,9 @@ import numpy as np
 
 MAX_VIEWER_FACES = 300_000
 MAX_VIEWER_POINTS = 200_000
+MAX_VIEWER_SPLATS = 200_000
 VIEWER_NAME = "viewer.glb"
+SPLAT_BYTES = 32  # one splat of the .splat format: position, scale, RGBA, rotation
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,32 @@ def _thinned(cloud, keep: int):
     return trimesh.PointCloud(np.asarray(cloud.vertices)[idx], colors=None if colours is None else colours[idx])
 
 
+def viewer_splat(splat: str | Path, max_splats: int = MAX_VIEWER_SPLATS) -> ViewerFile:
+    """The viewer's file for a ``.splat``: itself when light enough, else ``viewer.splat`` beside it holding
+    the first ``max_splats`` splats (the format stores the largest, most opaque ones first)."""
+    splat = Path(splat)
+    count = splat.stat().st_size // SPLAT_BYTES
+    if count <= max_splats:
+        return ViewerFile(str(splat))
+    out = splat.with_name("viewer.splat")
+    if not (out.is_file() and out.stat().st_mtime >= splat.stat().st_mtime):
+        with open(splat, "rb") as fh:
+            data = fh.read(max_splats * SPLAT_BYTES)
+        tmp = out.with_suffix(".splat.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    note = f"the viewer shows the {max_splats:,} largest of {count:,} splats; the download is the full asset"
+    return ViewerFile(str(out), note)
+
+
 def viewer_file(glb: str | Path, max_faces: int = MAX_VIEWER_FACES, max_points: int = MAX_VIEWER_POINTS) -> ViewerFile:
-    """The viewer's file for the asset ``glb``: itself when light enough, else ``viewer.glb`` beside it."""
+    """The viewer's file for the asset ``glb``: itself when light enough, else ``viewer.glb`` beside it.
+    A ``.splat`` goes to :func:`viewer_splat`."""
     import trimesh
 
     glb = Path(glb)
+    if glb.suffix == ".splat":
+        return viewer_splat(glb)
     scene = trimesh.load(str(glb), force="scene")
     faces, points = _counts(scene)
     if faces <= max_faces and points <= max_points:
