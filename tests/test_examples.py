@@ -23,13 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_METHOD_PREFIX = "app-test-"  # the procedural stand-ins of tests/conftest_app.py
 API = {"text": "/text_to_3d", "image": "/image_to_3d", "video": "/video_to_3d"}
 EXPECTED = {  # methods that must be runnable here with the settings below (others join when registered)
-    "text": {"shap-e", "point-e", "dreamfusion", "dreamfields", "vae", "gan", "ddpm", "score-sde"},
-    "image": {"shap-e", "point-e"},
-    "video": {"nerf"},
+    "text": {"shap-e", "point-e", "dreamfusion", "dreamfields", "vae", "gan", "ddpm", "score-sde", "triposr"},
+    "image": {"shap-e", "point-e", "triposr"},
+    "video": {"nerf", "gaussian-splatting"},
 }
 PER_REQUEST = 4  # ui.jobs.MAX_METHODS
 SMALL = {  # settings that make a method quick on a CPU (budgets, steps, resolutions); merged with tiny checkpoints
     "nerf": {"budget_seconds": 60, "steps": 100, "resolution": 32, "mesh_resolution": 48},
+    "gaussian-splatting": {"budget_seconds": 60, "steps": 100, "init_points": 1000, "mesh_resolution": 48},
+    "triposr": {"mc_resolution": 32},
     "shap-e": {"num_inference_steps": 2, "frame_size": 32},
     "dreamfusion": {"steps": 3, "resolution": 16, "grid_resolution": 16, "mesh_resolution": 32, "budget_seconds": 60},
     "dreamfields": {
@@ -48,6 +50,7 @@ def tiny_checkpoints(tmp_path_factory, tiny_shap_e_text, tiny_shap_e_image, app_
     """{(method, modality): settings} pointing at tiny random-weight checkpoints in the official layouts."""
     from tests.test_point_e_pipeline import build_tiny_clip_dir, build_tiny_point_e
     from tests.tiny_sd import build_stable_diffusion, build_tiny_clip
+    from tests.tiny_triposr import build_tiny_triposr
 
     registry.discover()  # before Point-E's fixture marks discovery done
     patch = pytest.MonkeyPatch()
@@ -56,6 +59,7 @@ def tiny_checkpoints(tmp_path_factory, tiny_shap_e_text, tiny_shap_e_image, app_
     )
     sd = build_stable_diffusion(tmp_path_factory.mktemp("tiny-sd") / "sd")
     clip = build_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "clip")
+    triposr = build_tiny_triposr(tmp_path_factory.mktemp("tiny-triposr") / "triposr")
     yield {
         ("shap-e", "text"): {"checkpoint": str(tiny_shap_e_text)},
         ("shap-e", "image"): {"checkpoint": str(tiny_shap_e_image)},
@@ -63,6 +67,8 @@ def tiny_checkpoints(tmp_path_factory, tiny_shap_e_text, tiny_shap_e_image, app_
         ("point-e", "image"): point_e,
         ("dreamfusion", "text"): {"checkpoint": str(sd)},
         ("dreamfields", "text"): {"checkpoint": str(clip)},
+        ("triposr", "image"): {"checkpoint": str(triposr)},
+        ("triposr", "text"): {"checkpoint": str(triposr), "image_model": str(sd), "image_steps": 2},
     }
     patch.undo()
     from methods import runtime

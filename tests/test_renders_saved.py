@@ -53,3 +53,16 @@ def test_video_input_keeps_a_heldout_frame_beside_its_rendering(tmp_path):
 
 def test_no_renders_folder_means_an_empty_gallery(tmp_path):
     assert gallery(tmp_path) == ([], None)
+
+
+def test_the_arena_shows_the_kept_input_not_its_name(tmp_path):
+    from eval.renders import save_input
+    from ui.arena import input_image
+
+    (tmp_path / "asset.glb").write_bytes(b"glb")
+    run = {"asset_path": str(tmp_path / "asset.glb")}
+    assert input_image(run) is None, "a prompt keeps no input"
+    frames = [Image.new("RGB", (32, 32), (10 * i, 0, 0)) for i in range(12)]
+    save_input(Inputs(modality="video", frames=frames, name="views"), tmp_path)
+    first = input_image(run)
+    assert first is not None and Image.open(first).getpixel((0, 0))[0] == 0, "the first of the kept views"

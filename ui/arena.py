@@ -33,6 +33,7 @@ import gradio as gr
 
 from eval import ratings
 from eval.ratings import CRITERIA, CRITERION_LABELS, LIKERT, Policy, RatingError
+from eval.renders import input_files
 from eval.store import Store
 from ui import hosting
 from ui.served import SERVED
@@ -193,8 +194,12 @@ def anonymise_glb(src: str | Path, dst: str | Path, *, textureless: bool = False
 
 
 def input_image(run: dict[str, Any]) -> str | None:
-    """The input image saved next to the run's asset (``input.png`` ...), if the runner kept one."""
+    """The input the runner kept beside the run's asset (the image, or the first of the views' thumbnails),
+    or an older run's ``input.png`` ...; None for a prompt."""
     folder = Path(run["asset_path"]).parent
+    kept = input_files(folder)
+    if kept:
+        return kept[0]
     for name in ("input.png", "input.webp", "input.jpg", "input.jpeg"):
         if (folder / name).is_file():
             return str(folder / name)
@@ -323,7 +328,7 @@ def build_arena_tab(store: Store | None = None, policy: Policy | None = None) ->
             "right": served.right,
             "voted": False,
         }
-        img = input_image(served.left) if served.modality == "image" else None
+        img = input_image(served.left) if served.modality in ("image", "video") else None
         SERVED.publish(img)  # the input image next to the run's asset
         wait = get_policy().min_view_seconds
         note = f"Look at both for at least {wait:g} s, then vote." if wait > 0 else "Vote when you are ready."
