@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from methods.base import Inputs, Method, RunGenerator, Settings, setting
-from methods.nerf import BACKGROUNDS, ENCODINGS, MATCHERS
+from methods.nerf import (
+    BACKGROUNDS,
+    ENCODINGS,
+    eval_views_setting,
+    matcher_setting,
+    max_frames_setting,
+    max_image_size_setting,
+)
 from methods.registry import register
 
 
@@ -52,24 +59,9 @@ class NeRFSettings(Settings):
     decimate_faces: int = setting(
         0, label="Decimate to faces", help="Quadric decimation target; 0 keeps every face.", min=0, max=5000000
     )
-    max_frames: int = setting(
-        60, label="Frames from a video", help="Frames sampled from a video or an image set.", min=5, max=400
-    )
-    max_image_size: int = setting(
-        400,
-        label="Max image side (px)",
-        help="Frames are downscaled to this for pose estimation and training.",
-        min=32,
-        max=4096,
-        advanced=True,
-    )
-    matcher: str = setting(
-        "auto",
-        label="Feature matching",
-        help="For frames without poses; auto: sequential for videos, exhaustive for image sets.",
-        choices=MATCHERS,
-        advanced=True,
-    )
+    max_frames: int = max_frames_setting()
+    max_image_size: int = max_image_size_setting()
+    matcher: str = matcher_setting()
     encoding: str = setting(
         "planes",
         label="Colour encoding",
@@ -83,14 +75,7 @@ class NeRFSettings(Settings):
     batch_rays: int = setting(
         0, label="Rays per step", help="0 picks 256 on a CPU and 4096 on a GPU.", min=0, max=65536, advanced=True
     )
-    eval_views: int = setting(
-        24,
-        label="Held-out views rendered",
-        help="For PSNR / SSIM / LPIPS; 0 renders all.",
-        min=0,
-        max=1000,
-        advanced=True,
-    )
+    eval_views: int = eval_views_setting()
 
 
 @register

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from methods.base import Inputs, Method, RunGenerator, Settings, setting
-from methods.nerf import MATCHERS
+from methods.nerf import eval_views_setting, matcher_setting, max_frames_setting, max_image_size_setting
 from methods.registry import register
 
 SPLAT_BACKGROUNDS = ("auto", "white", "black", "random")
@@ -97,32 +97,10 @@ class SplatSettings(Settings):
     mesh_level: float = setting(
         0.5, label="Surface opacity level", help="Level of the opacity field the mesh follows.", min=0.01, max=10.0
     )
-    max_frames: int = setting(
-        60, label="Frames from a video", help="Frames sampled from a video or an image set.", min=5, max=400
-    )
-    max_image_size: int = setting(
-        400,
-        label="Max image side (px)",
-        help="Frames are downscaled to this for pose estimation and training.",
-        min=32,
-        max=4096,
-        advanced=True,
-    )
-    matcher: str = setting(
-        "auto",
-        label="Feature matching",
-        help="For frames without poses; auto: sequential for videos, exhaustive for image sets.",
-        choices=MATCHERS,
-        advanced=True,
-    )
-    eval_views: int = setting(
-        24,
-        label="Held-out views rendered",
-        help="For PSNR / SSIM / LPIPS; 0 renders all.",
-        min=0,
-        max=1000,
-        advanced=True,
-    )
+    max_frames: int = max_frames_setting()
+    max_image_size: int = max_image_size_setting()
+    matcher: str = matcher_setting()
+    eval_views: int = eval_views_setting()
 
 
 @register

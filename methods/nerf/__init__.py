@@ -19,8 +19,52 @@ along -Z), intrinsics in pixels; the field lives in the cube [-1, 1]^3 (``SceneF
 scene there). Torch-free modules: cameras (except RayTable), io, video, sfm.
 """
 
+from typing import Any
+
+from methods.base import setting
+
 BACKGROUNDS = ("auto", "random", "white", "black", "learned")
 ENCODINGS = ("planes", "hash")
 MATCHERS = ("auto", "exhaustive", "sequential")
 
-__all__ = ["BACKGROUNDS", "ENCODINGS", "MATCHERS"]
+
+# The input side's settings, one definition for every per-scene video method (nerf, gaussian-splatting).
+def max_frames_setting() -> Any:
+    return setting(60, label="Frames from a video", help="Frames sampled from a video or an image set.", min=5, max=400)
+
+
+def max_image_size_setting() -> Any:
+    return setting(
+        400,
+        label="Max image side (px)",
+        help="Frames are downscaled to this for pose estimation and training.",
+        min=32,
+        max=4096,
+        advanced=True,
+    )
+
+
+def matcher_setting() -> Any:
+    return setting(
+        "auto",
+        label="Feature matching",
+        help="For frames without poses; auto: sequential for videos, exhaustive for image sets.",
+        choices=MATCHERS,
+        advanced=True,
+    )
+
+
+def eval_views_setting() -> Any:
+    help = "For PSNR / SSIM / LPIPS; 0 renders all."
+    return setting(24, label="Held-out views rendered", help=help, min=0, max=1000, advanced=True)
+
+
+__all__ = [
+    "BACKGROUNDS",
+    "ENCODINGS",
+    "MATCHERS",
+    "eval_views_setting",
+    "matcher_setting",
+    "max_frames_setting",
+    "max_image_size_setting",
+]

@@ -204,18 +204,24 @@ def turntable(fitter: SceneFitter, frames: int = TURNTABLE_FRAMES, side: int = T
     return (np.stack(out) * 255).round().astype(np.uint8)
 
 
+def read_scene(inputs: Inputs, settings, stages: dict[str, float]) -> Generator[Progress, None, Scene]:
+    """The per-scene video methods' input side (nerf, gaussian-splatting): the frames or posed scene, and
+    poses from pycolmap when none were given; the ``input`` and ``poses`` seconds go into ``stages``."""
+    yield Progress("input", 0.0, "reading the input")
+    with runtime.timed(stages, "input"):
+        opened = open_input(inputs, int(settings.max_frames), int(settings.max_image_size))
+    if not isinstance(opened, Unposed):
+        return opened
+    with runtime.timed(stages, "poses"):
+        scene = yield from pose_frames(opened, settings.matcher, int(settings.seed))
+    return scene
+
+
 def run_nerf(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
     """The ``nerf`` method's run: see the module docstring."""
     stages: dict[str, float] = {}
     device = runtime.device()
-    yield Progress("input", 0.0, "reading the input")
-    with runtime.timed(stages, "input"):
-        opened = open_input(inputs, int(settings.max_frames), int(settings.max_image_size))
-    if isinstance(opened, Unposed):
-        with runtime.timed(stages, "poses"):
-            scene = yield from pose_frames(opened, settings.matcher, int(settings.seed))
-    else:
-        scene = opened
+    scene = yield from read_scene(inputs, settings, stages)
     notes = list(scene.notes)
     config = _fit_config(settings, device)
     fitter = SceneFitter(scene, config, device)

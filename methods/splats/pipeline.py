@@ -1,7 +1,7 @@
 """The ``gaussian-splatting`` run: input -> poses -> splats -> held-out views -> mesh -> turntable.
 
-The input side is the ``nerf`` method's (:func:`methods.nerf.pipeline.open_input` and
-:func:`methods.nerf.pipeline.pose_frames`), so the held-out frames are the same for both methods.
+The input side is the ``nerf`` method's (:func:`methods.nerf.pipeline.read_scene`), so the held-out
+frames are the same for both methods.
 Held-out predictions go to ``Asset.views`` for the protocol to score; the method never scores itself.
 """
 
@@ -19,7 +19,7 @@ from methods import runtime
 from methods.base import Asset, Inputs, Mesh, Progress
 from methods.export import gaussian_centres
 from methods.nerf.cameras import orbit_poses
-from methods.nerf.pipeline import Unposed, open_input, pose_frames
+from methods.nerf.pipeline import read_scene
 from methods.nerf.train import Budget
 from methods.splats.mesh import MESH_METHOD, EmptySurface, extract_mesh
 from methods.splats.raster import opengl_to_viewmat, rasterize
@@ -90,14 +90,7 @@ def run_splats(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
     """The ``gaussian-splatting`` method's run: see the module docstring."""
     stages: dict[str, float] = {}
     device = runtime.device()
-    yield Progress("input", 0.0, "reading the input")
-    with runtime.timed(stages, "input"):
-        opened = open_input(inputs, int(settings.max_frames), int(settings.max_image_size))
-    if isinstance(opened, Unposed):
-        with runtime.timed(stages, "poses"):
-            scene = yield from pose_frames(opened, settings.matcher, int(settings.seed))
-    else:
-        scene = opened
+    scene = yield from read_scene(inputs, settings, stages)
     config = splat_config(settings, device)
     fitter = SplatFitter(scene, config, device)
     scene = fitter.scene  # resampled to pinhole cameras when the poses came with lens distortion
