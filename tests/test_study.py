@@ -467,7 +467,7 @@ def test_the_shipped_example_studies_validate():
 
     for path in sorted((ROOT / "assets" / "studies").glob("*.yaml")):
         if "/shared/data/" in path.read_text() and not (ROOT.parent / "shared" / "data").is_dir():
-            continue  # a study on the shared test data (video-nerf's lego scene) where that data is absent
+            continue  # a study on the shared test data (video's lego scene) where that data is absent
         study = load_study(path)
         assert study.cells and all(isinstance(c, Cell) for c in study.cells), path
 
