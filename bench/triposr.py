@@ -8,15 +8,21 @@ stages at each marching-cubes resolution:
     preprocess (cut-out, foreground ratio, grey) | encode (ViT + backbone + upsampler, one forward pass)
     decode_grid (density on res^3 points, chunked) | marching_cubes (scikit-image) | vertex_colors | export (.glb)
 
-and the peak resident memory (and peak CUDA memory on a GPU). The official code is not timed here (it would
-need a checkout kept outside the repository and the torchmcubes -> scikit-image change); the issue quotes
-its CPU numbers for scale (about 22 s forward pass at 512 px, 2.4 s for the 128^3 grid).
+and the peak resident memory (and peak CUDA memory on a GPU). With ``--official DIR`` (a checkout of
+VAST-AI-Research/TripoSR kept outside this repository; it needs ``omegaconf`` and ``einops``) the official
+code is timed in the same run on the same image, with the torchmcubes -> scikit-image stand-in of the parity
+fixtures (``--official-shims``): its forward pass, its density grid, and the rest of its ``extract_mesh``
+(marching cubes, vertex colours, trimesh). Its weights are its own random initialisation, with the
+decoder, backbone and upsampler copied from ours (the ViT keys differ between transformers releases):
+the cost of encode and grid does not depend on the values; marching cubes and colours depend on the
+surface, so their vertex counts are printed beside the seconds.
 
 Usage::
 
     python bench/triposr.py                       # CPU, float32, resolutions 128 and 256
     python bench/triposr.py --device cuda         # float16 network, float32 decoder
     python bench/triposr.py --resolutions 128 --threads 2
+    python bench/triposr.py --resolutions 128 --official /tmp/TripoSR   # and the official code, same run
 """
 
 from __future__ import annotations
@@ -117,6 +123,66 @@ def time_one(model, resolution: int, chunk_size: int, device: str, dtype) -> dic
     }
 
 
+def serve_vit_config() -> None:
+    """The official tokenizer fetches facebook/dino-vitb16's config.json: serve it from a throw-away local
+    cache, offline. Before anything imports huggingface_hub (it reads these variables once)."""
+    import json
+    import os
+
+    from methods.triposr.config import DINO_VITB16_CONFIG  # light: no torch
+
+    hub = Path(tempfile.mkdtemp(prefix="tsr_hf_")) / "hub"
+    repo = hub / "models--facebook--dino-vitb16"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text(json.dumps(DINO_VITB16_CONFIG))
+    os.environ["HF_HUB_CACHE"] = str(hub)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def official_model(src: Path, shims: Path, ours):
+    """The official TSR built from the released config (its ViT config served by :func:`serve_vit_config`)."""
+    from tests.tiny_triposr import REAL_CONFIG_YAML
+
+    sys.path.insert(0, str(shims))
+    sys.path.insert(1, str(src))
+    from omegaconf import OmegaConf
+    from tsr.system import TSR
+
+    config = OmegaConf.create(REAL_CONFIG_YAML)
+    OmegaConf.resolve(config)
+    model = TSR(config).eval()
+    theirs = model.state_dict()
+    shared = {k: v for k, v in ours.state_dict().items() if k in theirs and theirs[k].shape == v.shape}
+    shared = {k: v for k, v in shared.items() if not k.startswith("image_tokenizer.")}
+    model.load_state_dict(shared, strict=False)
+    return model.float()
+
+
+def time_official(model, resolution: int, chunk_size: int) -> dict:
+    import torch
+
+    from methods.triposr import preprocess
+    from tests.tiny_triposr import reference_image
+
+    prepared, _ = preprocess.prepare(reference_image(BENCH_IMAGE))
+    seconds: dict[str, float] = {}
+    model.renderer.set_chunk_size(chunk_size)
+    with torch.no_grad():
+        start = time.perf_counter()
+        codes = model([prepared], "cpu")
+        seconds["encode"] = time.perf_counter() - start
+        model.set_marching_cubes_resolution(resolution)
+        start = time.perf_counter()
+        model.renderer.query_triplane(model.decoder, model.isosurface_helper.grid_vertices, codes[0])
+        seconds["decode_grid"] = time.perf_counter() - start
+        start = time.perf_counter()
+        meshes = model.extract_mesh(codes, True, resolution=resolution)
+        seconds["extract_mesh"] = time.perf_counter() - start  # grid again + marching cubes + colours + trimesh
+    return {"seconds": seconds, "vertices": len(meshes[0].vertices)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -124,7 +190,13 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=65536)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--warmup", action="store_true", help="run once untimed first (GPU kernels, allocator)")
+    parser.add_argument("--official", type=Path, help="a checkout of the official code to time in the same run")
+    parser.add_argument(
+        "--official-shims", type=Path, default=ROOT.parent / "shared" / "fixtures" / "triposr" / "shims"
+    )
     args = parser.parse_args()
+    if args.official is not None:
+        serve_vit_config()
 
     import torch
 
@@ -143,11 +215,31 @@ def main() -> None:
         time_one(model, min(args.resolutions), args.chunk_size, args.device, dtype)
     header = f"{'res':>5} " + " ".join(f"{s:>15}" for s in STAGES) + f" {'total':>8} {'V':>8} {'peak RSS MB':>12}"
     print(header)
+    results: dict[int, dict] = {}
     for res in args.resolutions:
         r = time_one(model, res, args.chunk_size, args.device, dtype)
         cells = " ".join(f"{r['seconds'][s]:>15.3f}" for s in STAGES)
         gpu = f"  peak GPU {r['peak_gpu_mb']:.0f} MB" if r["peak_gpu_mb"] is not None else ""
         print(f"{res:>5} {cells} {r['total']:>8.2f} {r['vertices']:>8} {r['peak_rss_mb']:>12.0f}{gpu}")
+        results[res] = r
+    if args.official is None:
+        return
+    official = official_model(args.official, args.official_shims, model)
+    if args.warmup:
+        time_official(official, min(args.resolutions), args.chunk_size)
+    print("\nofficial code, same run (CPU, float32); ratio = ours / official (<= 1.0: ours is as fast or faster)")
+    print(f"{'res':>5} {'stage':>22} {'official s':>11} {'ours s':>9} {'ratio':>7}")
+    for res in args.resolutions:
+        o, r = time_official(official, res, args.chunk_size), results[res]["seconds"]
+        mesh_rest = r["decode_grid"] + r["marching_cubes"] + r["vertex_colors"]
+        pairs = [
+            ("encode", o["seconds"]["encode"], r["encode"]),
+            ("decode_grid", o["seconds"]["decode_grid"], r["decode_grid"]),
+            ("grid+mc+colours", o["seconds"]["extract_mesh"], mesh_rest),
+        ]
+        for name, theirs, ours in pairs:
+            print(f"{res:>5} {name:>22} {theirs:>11.2f} {ours:>9.2f} {ours / theirs:>7.2f}")
+        print(f"{res:>5} {'vertices':>22} {o['vertices']:>11} {results[res]['vertices']:>9}")
 
 
 if __name__ == "__main__":
