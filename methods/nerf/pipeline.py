@@ -10,7 +10,7 @@ import math
 import tempfile
 import time
 import zipfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +217,29 @@ def read_scene(inputs: Inputs, settings, stages: dict[str, float]) -> Generator[
     return scene
 
 
+def fit_with_progress(
+    fitter, config, detail: Callable[[], str] = lambda: ""
+) -> Generator[Progress, None, tuple[int, list[tuple[float, int, float]], float]]:
+    """Run a per-scene fitter (nerf's or the splats') within ``config``'s budget, a Progress per event;
+    returns (steps, the training-PSNR curve as (seconds, step, dB), training seconds). ``detail`` adds to
+    each line (e.g. the splat count)."""
+    started = time.perf_counter()
+    curve: list[tuple[float, int, float]] = []
+    steps = 0
+    for event in fitter.fit(Budget(config.budget_seconds, config.steps)):
+        steps = event.step
+        train_psnr = event.stats.get("psnr", float("nan"))
+        curve.append((round(event.seconds, 2), event.step, round(train_psnr, 3)))
+        yield Progress(
+            "training",
+            event.fraction,
+            f"step {event.step}, {event.seconds:.0f} of {config.budget_seconds:.0f} s, "
+            f"{detail()}training PSNR {train_psnr:.1f} dB",
+            event.preview,
+        )
+    return steps, curve, time.perf_counter() - started
+
+
 def run_nerf(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
     """The ``nerf`` method's run: see the module docstring."""
     stages: dict[str, float] = {}
@@ -232,21 +255,7 @@ def run_nerf(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
             f"{len(scene.train)} training / {len(scene.test)} held-out views at {scene.width}x{scene.height}, "
             f"budget {config.budget_seconds:.0f} s on {device}",
         )
-        started = time.perf_counter()
-        curve: list[tuple[float, int, float]] = []
-        steps = 0
-        for event in fitter.fit(Budget(config.budget_seconds, config.steps)):
-            steps = event.step
-            train_psnr = event.stats.get("psnr", float("nan"))
-            curve.append((round(event.seconds, 2), event.step, round(train_psnr, 3)))
-            yield Progress(
-                "training",
-                event.fraction,
-                f"step {event.step}, {event.seconds:.0f} of {config.budget_seconds:.0f} s, "
-                f"training PSNR {train_psnr:.1f} dB",
-                event.preview,
-            )
-        stages["train"] = time.perf_counter() - started
+        steps, curve, stages["train"] = yield from fit_with_progress(fitter, config)
         notes.append(
             f"trained {steps} steps in {stages['train']:.0f} s on {device} (budget {config.budget_seconds:.0f} s)"
         )

@@ -8,7 +8,6 @@ Held-out predictions go to ``Asset.views`` for the protocol to score; the method
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Generator
 from typing import Any
 
@@ -19,8 +18,7 @@ from methods import runtime
 from methods.base import Asset, Inputs, Mesh, Progress
 from methods.export import gaussian_centres
 from methods.nerf.cameras import orbit_poses
-from methods.nerf.pipeline import read_scene
-from methods.nerf.train import Budget
+from methods.nerf.pipeline import fit_with_progress, read_scene
 from methods.splats.mesh import MESH_METHOD, EmptySurface, extract_mesh
 from methods.splats.raster import opengl_to_viewmat, rasterize
 from methods.splats.train import SplatConfig, SplatFitter
@@ -103,21 +101,7 @@ def run_splats(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
             f"{len(fitter)} splats from the {fitter.init_source}, budget {config.budget_seconds:.0f} s on {device} "
             f"({fitter.backend} rasteriser)",
         )
-        started = time.perf_counter()
-        curve: list[tuple[float, int, float]] = []
-        steps = 0
-        for event in fitter.fit(Budget(config.budget_seconds, config.steps)):
-            steps = event.step
-            train_psnr = event.stats.get("psnr", float("nan"))
-            curve.append((round(event.seconds, 2), event.step, round(train_psnr, 3)))
-            yield Progress(
-                "training",
-                event.fraction,
-                f"step {event.step}, {event.seconds:.0f} of {config.budget_seconds:.0f} s, "
-                f"{len(fitter)} splats, training PSNR {train_psnr:.1f} dB",
-                event.preview,
-            )
-        stages["train"] = time.perf_counter() - started
+        steps, curve, stages["train"] = yield from fit_with_progress(fitter, config, lambda: f"{len(fitter)} splats, ")
         notes.append(
             f"trained {steps} steps in {stages['train']:.0f} s on {device} (budget {config.budget_seconds:.0f} s), "
             f"{len(fitter)} splats initialised from the {fitter.init_source}"
