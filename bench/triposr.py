@@ -10,19 +10,17 @@ stages at each marching-cubes resolution:
 
 and the peak resident memory (and peak CUDA memory on a GPU). With ``--official DIR`` (a checkout of
 VAST-AI-Research/TripoSR kept outside this repository; it needs ``omegaconf`` and ``einops``) the official
-code is timed in the same run on the same image, with the torchmcubes -> scikit-image stand-in of the parity
-fixtures (``--official-shims``): its forward pass, its density grid, and the rest of its ``extract_mesh``
-(marching cubes, vertex colours, trimesh). Its weights are its own random initialisation, with the
-decoder, backbone and upsampler copied from ours (the ViT keys differ between transformers releases):
-the cost of encode and grid does not depend on the values; marching cubes and colours depend on the
-surface, so their vertex counts are printed beside the seconds.
+code is timed in the same run, on the same image and the same weights (ViT included), with the
+torchmcubes -> scikit-image stand-in of the parity fixtures (``--official-shims``): the two codes alternate
+``--repeats`` times per stage and the medians are compared. Its ``extract_mesh`` runs on our scene codes so
+that both meshes are the same surface.
 
 Usage::
 
     python bench/triposr.py                       # CPU, float32, resolutions 128 and 256
     python bench/triposr.py --device cuda         # float16 network, float32 decoder
     python bench/triposr.py --resolutions 128 --threads 2
-    python bench/triposr.py --resolutions 128 --official /tmp/TripoSR   # and the official code, same run
+    python bench/triposr.py --resolutions 128 --official /tmp/TripoSR --repeats 5  # and the official code
 """
 
 from __future__ import annotations
@@ -142,7 +140,11 @@ def serve_vit_config() -> None:
 
 
 def official_model(src: Path, shims: Path, ours):
-    """The official TSR built from the released config (its ViT config served by :func:`serve_vit_config`)."""
+    """The official TSR built from the released config (its ViT config served by :func:`serve_vit_config`),
+    holding the same weights as ``ours``: the triplane tokens, backbone, upsampler and decoder by state_dict
+    name, the ViT parameter by parameter (the same transformers ViTModel class on both sides)."""
+    import torch
+
     from tests.tiny_triposr import REAL_CONFIG_YAML
 
     sys.path.insert(0, str(shims))
@@ -157,30 +159,65 @@ def official_model(src: Path, shims: Path, ours):
     shared = {k: v for k, v in ours.state_dict().items() if k in theirs and theirs[k].shape == v.shape}
     shared = {k: v for k, v in shared.items() if not k.startswith("image_tokenizer.")}
     model.load_state_dict(shared, strict=False)
+    vit_ours = dict(ours.image_tokenizer.model.named_parameters())
+    with torch.no_grad():
+        for name, param in model.image_tokenizer.model.named_parameters():
+            param.copy_(vit_ours[name])
     return model.float()
 
 
-def time_official(model, resolution: int, chunk_size: int) -> dict:
-    import torch
+def compare_official(official, ours, resolution: int, chunk_size: int, repeats: int) -> list[tuple[str, float, float]]:
+    """Each stage of both codes on the same image and weights, alternating, ``repeats`` times: medians.
 
-    from methods.triposr import preprocess
+    encode: image -> scene codes. decode_grid: density on the res^3 grid. extract_mesh: the official
+    extract_mesh (grid, marching cubes, vertex colours, trimesh) on OUR scene codes, against our grid +
+    marching cubes + vertex colours on the same codes, so both meshes are the same surface.
+    """
+    import statistics
+
+    import torch
+    from tsr.utils import scale_tensor
+
+    from methods.triposr import mesh, preprocess
+    from methods.triposr.pipeline import scene_codes
     from tests.tiny_triposr import reference_image
 
     prepared, _ = preprocess.prepare(reference_image(BENCH_IMAGE))
-    seconds: dict[str, float] = {}
-    model.renderer.set_chunk_size(chunk_size)
+    official.renderer.set_chunk_size(chunk_size)
+    official.set_marching_cubes_resolution(resolution)
+    radius = official.renderer.cfg.radius
+    points = scale_tensor(official.isosurface_helper.grid_vertices, (0, 1), (-radius, radius))
+    planes = scene_codes(ours, prepared, "cpu", torch.float32)[0]
+
+    def clock(fn) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    def ours_mesh():
+        grid = mesh.density_grid(ours, planes, resolution, chunk_size)
+        verts, _ = mesh.marching_cubes(grid, ours.config.radius)
+        with torch.inference_mode():
+            ours.query(planes, torch.from_numpy(verts), chunk_size)
+
+    stages = {
+        "encode": (
+            lambda: official([prepared], "cpu"),
+            lambda: scene_codes(ours, prepared, "cpu", torch.float32),
+        ),
+        "decode_grid": (
+            lambda: official.renderer.query_triplane(official.decoder, points, planes),
+            lambda: mesh.density_grid(ours, planes, resolution, chunk_size),
+        ),
+        "extract_mesh": (lambda: official.extract_mesh(planes[None], True, resolution=resolution), ours_mesh),
+    }
+    times: dict[str, tuple[list, list]] = {name: ([], []) for name in stages}
     with torch.no_grad():
-        start = time.perf_counter()
-        codes = model([prepared], "cpu")
-        seconds["encode"] = time.perf_counter() - start
-        model.set_marching_cubes_resolution(resolution)
-        start = time.perf_counter()
-        model.renderer.query_triplane(model.decoder, model.isosurface_helper.grid_vertices, codes[0])
-        seconds["decode_grid"] = time.perf_counter() - start
-        start = time.perf_counter()
-        meshes = model.extract_mesh(codes, True, resolution=resolution)
-        seconds["extract_mesh"] = time.perf_counter() - start  # grid again + marching cubes + colours + trimesh
-    return {"seconds": seconds, "vertices": len(meshes[0].vertices)}
+        for _ in range(repeats):
+            for name, (theirs, mine) in stages.items():
+                times[name][0].append(clock(theirs))
+                times[name][1].append(clock(mine))
+    return [(name, statistics.median(t), statistics.median(o)) for name, (t, o) in times.items()]
 
 
 def main() -> None:
@@ -191,6 +228,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--warmup", action="store_true", help="run once untimed first (GPU kernels, allocator)")
     parser.add_argument("--official", type=Path, help="a checkout of the official code to time in the same run")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per stage against the official")
     parser.add_argument(
         "--official-shims", type=Path, default=ROOT.parent / "shared" / "fixtures" / "triposr" / "shims"
     )
@@ -225,21 +263,14 @@ def main() -> None:
     if args.official is None:
         return
     official = official_model(args.official, args.official_shims, model)
-    if args.warmup:
-        time_official(official, min(args.resolutions), args.chunk_size)
-    print("\nofficial code, same run (CPU, float32); ratio = ours / official (<= 1.0: ours is as fast or faster)")
-    print(f"{'res':>5} {'stage':>22} {'official s':>11} {'ours s':>9} {'ratio':>7}")
+    print(
+        f"\nofficial code, same run, same weights and image (CPU, float32): median of {args.repeats} alternating runs;"
+        " ratio = ours / official (<= 1.0: ours is as fast or faster)"
+    )
+    print(f"{'res':>5} {'stage':>14} {'official s':>11} {'ours s':>9} {'ratio':>7}")
     for res in args.resolutions:
-        o, r = time_official(official, res, args.chunk_size), results[res]["seconds"]
-        mesh_rest = r["decode_grid"] + r["marching_cubes"] + r["vertex_colors"]
-        pairs = [
-            ("encode", o["seconds"]["encode"], r["encode"]),
-            ("decode_grid", o["seconds"]["decode_grid"], r["decode_grid"]),
-            ("grid+mc+colours", o["seconds"]["extract_mesh"], mesh_rest),
-        ]
-        for name, theirs, ours in pairs:
-            print(f"{res:>5} {name:>22} {theirs:>11.2f} {ours:>9.2f} {ours / theirs:>7.2f}")
-        print(f"{res:>5} {'vertices':>22} {o['vertices']:>11} {results[res]['vertices']:>9}")
+        for name, theirs, ours in compare_official(official, model, res, args.chunk_size, args.repeats):
+            print(f"{res:>5} {name:>14} {theirs:>11.2f} {ours:>9.2f} {ours / theirs:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -258,6 +258,40 @@ def test_chunking_does_not_change_the_grid(tiny_triposr):
     np.testing.assert_allclose(chunked, whole, rtol=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["silu", "relu"])
+@pytest.mark.parametrize("chunk_size", [0, 7, 777])
+def test_grid_density_equals_the_decoder_at_each_grid_point(tiny_triposr, activation, chunk_size):
+    """The factored grid (planes sampled per row, first layer split per plane) against the plain path."""
+    from methods.triposr.model import NeRFMLP
+
+    model = checkpoints.load_model(str(tiny_triposr), "cpu", torch.float32)
+    config = model.config
+    torch.manual_seed(1)
+    model.decoder = NeRFMLP(config.decoder_in_channels, 16, 3, activation).eval()
+    planes = torch.randn(3, config.triplane_channels, 12, 12)
+    res = 11
+    axis = mesh.grid_axis(res, config.radius)
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    with torch.no_grad():
+        expected = model.density(planes, points).reshape(res, res, res)
+    grid = mesh.density_grid(model, planes, res, chunk_size=chunk_size)
+    assert grid.shape == (res, res, res) and grid.dtype == np.float32
+    torch.testing.assert_close(torch.from_numpy(grid), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_inference_backbone_equals_the_autograd_one(tiny_triposr):
+    """In-place residuals and gating (grad disabled) give the same tokens as the differentiable path."""
+    model = checkpoints.load_model(str(tiny_triposr), "cpu", torch.float32)
+    torch.manual_seed(2)
+    image_tokens = torch.randn(1, 5, model.config.cross_attention_dim)
+    with torch.enable_grad():
+        expected = model.backbone_tokens(image_tokens)
+    assert expected.requires_grad
+    with torch.inference_mode():
+        tokens = model.backbone_tokens(image_tokens)
+    torch.testing.assert_close(tokens, expected.detach(), atol=0, rtol=0)
+
+
 def test_no_surface_is_a_clear_error():
     with pytest.raises(MethodError, match="found no surface"):
         mesh.marching_cubes(np.zeros((8, 8, 8), np.float32), 0.87)

@@ -27,20 +27,10 @@ def grid_axis(resolution: int, radius: float) -> torch.Tensor:
     return torch.linspace(0, 1, resolution) * (2 * radius) + (-radius)
 
 
-@torch.inference_mode()
 def density_grid(model: TripoSR, planes: torch.Tensor, resolution: int, chunk_size: int = 65536) -> np.ndarray:
     """Activated density on the res^3 grid, [i, j, k] = (x_i, y_j, z_k), float32; ``chunk_size`` points per pass."""
-    axis = grid_axis(resolution, model.config.radius).to(planes.device)
-    out = np.empty(resolution**3, dtype=np.float32)
-    total = resolution**3
-    step = chunk_size if chunk_size > 0 else total
-    for start in range(0, total, step):
-        idx = torch.arange(start, min(start + step, total), device=planes.device)
-        points = torch.stack(
-            [axis[idx // resolution**2], axis[(idx // resolution) % resolution], axis[idx % resolution]]
-        )
-        out[start : start + len(idx)] = model.density(planes, points.T).cpu().numpy()
-    return out.reshape(resolution, resolution, resolution)
+    axis = grid_axis(resolution, model.config.radius)
+    return model.grid_density(planes, axis, chunk_size).cpu().numpy()
 
 
 def marching_cubes(
