@@ -366,10 +366,11 @@ class TripoSR(nn.Module):
         rows_per_pass = max(1, chunk_size // res) if chunk_size > 0 else res * res
         out = torch.empty(res * res, res, dtype=torch.float32, device=planes.device)
         for start in range(0, res * res, rows_per_pass):
-            rows = torch.arange(start, min(start + rows_per_pass, res * res), device=planes.device)
+            stop = min(start + rows_per_pass, res * res)
+            rows = torch.arange(start, stop, device=planes.device)
             h = p_xz.index_select(0, rows // res)  # rows (i, j), all k: (n, R, neurons)
             h += p_yz.index_select(0, rows % res)
-            h += p_xy[rows, None]
+            h += p_xy[start:stop, None]
             h = h.reshape(-1, h.shape[-1])
             for layer in layers[1:-1]:
                 if isinstance(layer, nn.SiLU):
@@ -379,7 +380,7 @@ class TripoSR(nn.Module):
                 else:
                     h = layer(h)
             raw = F.linear(h, last.weight[:1], last.bias[:1]).float()
-            out[rows] = raw.view(len(rows), res)
+            out[start:stop] = raw.view(stop - start, res)
         activated = density_activation(self.config.density_activation, out + self.config.density_bias)
         return activated.view(res, res, res)
 
