@@ -1,7 +1,7 @@
 """Trilemma3D: builds the Gradio Blocks from ui/, queues it once and launches it.
 
 No model code and no torch import here: methods are listed through the registry and run
-through eval.runner, each inside its own tab module.
+through eval.runs.runner, each inside its own tab module.
 
     python app.py                  # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
 """
@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 import ui
-from eval.store import default_db_path
+from eval.runs.store import default_db_path
 from ui import served
 from ui.arena import build_arena_tab
 from ui.leaderboard import build_leaderboard_tab
@@ -69,8 +69,8 @@ def launch_kwargs() -> dict[str, Any]:
 
 def close_dead_runs() -> list[str]:
     """At start-up: runs left "running" by a process that died are marked failed (interrupted), empty folders go."""
-    from eval.runner import close_dead_runs as close
-    from eval.store import Store
+    from eval.runs.runner import close_dead_runs as close
+    from eval.runs.store import Store
 
     closed = close(Store())
     if closed:

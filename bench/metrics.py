@@ -2,7 +2,7 @@
 
 Times, in one process, with the same inputs:
 
-* the non-CLIP panel (``eval.protocol.score`` without CLIP weights: mesh quality, every row);
+* the non-CLIP panel (``eval.judging.protocol.score`` without CLIP weights: mesh quality, every row);
 * the renders the CLIP metrics need (8 colour + 8 geometry views at 224 px, 2x supersampling);
 * CLIP ViT-B/32 on those 8 views plus the prompt, with a random-weight model of the real size built
   from ``CLIPConfig()`` (the default config is ViT-B/32) and one token per word standing in for
@@ -80,7 +80,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def chamfer_ours(a: np.ndarray, b: np.ndarray, tau: float) -> tuple[float, float]:
-    from eval.metrics import geometry
+    from eval.judging.metrics import geometry
 
     d = geometry.pair_distances(a, b)
     return geometry.chamfer_from(d)["chamfer_l1"], geometry.f_score_from(d, tau)["f_score"]
@@ -103,7 +103,7 @@ def crosscheck_open3d(asset_path: Path, resolution: int = 224) -> str:
 import sys, numpy as np
 sys.path.insert(0, {str(ROOT)!r})
 import open3d as o3d
-from eval.render import camera_ring, render, render_modes
+from eval.judging.render import camera_ring, render, render_modes
 from methods.base import normalize
 from methods.export import load_asset
 asset = normalize(load_asset({str(asset_path)!r}))
@@ -141,10 +141,10 @@ def main() -> None:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from eval.metrics import geometry
-    from eval.metrics.clip import CLIPScorer, clip_score, r_precision
-    from eval.protocol import score
-    from eval.render import camera_ring, render, render_modes
+    from eval.judging.metrics import geometry
+    from eval.judging.metrics.clip import CLIPScorer, clip_score, r_precision
+    from eval.judging.protocol import score
+    from eval.judging.render import camera_ring, render, render_modes
     from methods.base import Inputs
     from methods.export import export_glb
 

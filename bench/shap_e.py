@@ -6,7 +6,7 @@ No real weights are downloaded: the script builds a random-weight pipeline with 
 * ours:      methods.run("shap-e", ...) -> its stage_seconds (load, sample, decode)
 * diffusers: Pipeline.from_pretrained + pipe(..., output_type="mesh") (decode timed by wrapping decode_to_mesh)
 
-and for both the GLB export (methods.export via trimesh) and the panel's mesh stats (eval.protocol), then prints
+and for both the GLB export (methods.export via trimesh) and the panel's mesh stats (eval.judging.protocol), then prints
 a table with the ratio ours / diffusers. Random weights give a noisy surface with far more faces than a real
 sample, so decode, export and stats are upper bounds; load and sample match the real model's cost.
 
@@ -123,7 +123,7 @@ def condition(modality: str) -> Any:
 
 def after(asset: Any, out_dir: Path, name: str) -> dict[str, float]:
     """Seconds to export the GLB and to compute the panel's mesh stats, the same code for both runs."""
-    from eval.protocol import mesh_stat_rows
+    from eval.judging.protocol import mesh_stat_rows
     from methods.export import export_glb
 
     seconds = {}

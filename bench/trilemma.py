@@ -1,7 +1,7 @@
 """Benchmark: the generative learning trilemma of the four trained families (quality, diversity, speed).
 
 Loads the shipped weights (assets/weights/), samples every held-out caption with each family, scores
-the samples against the captions' reference shapes (eval.trilemma) and prints one table; writes the
+the samples against the captions' reference shapes (eval.judging.trilemma) and prints one table; writes the
 rows (JSON, with the study config) and the trilemma plot (PNG) to ``--out``.
 
 Usage::
@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import methods.families  # noqa: E402,F401 (registers the four methods)
-from eval import trilemma  # noqa: E402
+from eval.judging import trilemma  # noqa: E402
 from methods.families.sample import weights_path  # noqa: E402
 
 VARIANTS: dict[str, list[tuple[str, dict]]] = {

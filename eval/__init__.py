@@ -1,20 +1,16 @@
-"""Trilemma3D evaluation: everything that judges an asset, and the run store.
+"""Trilemma3D evaluation: everything after a method, in four rooms.
 
-Public API::
+    eval.judging   the protocol, the one renderer and camera ring, the metrics (methods never score themselves)
+    eval.runs      the SQLite run store, the runner the app, CLI and study share, the run cache
+    eval.ratings   arena votes, Likert ratings, the Bradley-Terry leaderboard, sync, CLI
+    eval.study     study files, cells, executors, the report and the thesis chapter
 
-    from eval import MetricRow, score, Store, RunRecord
-    from eval import PROTOCOL_VERSION, ProtocolOptions, cost_rows, mesh_stat_rows
-
-    from eval.render import Camera, camera_ring, heldout_camera, front_camera    # the fixed cameras
-    from eval.render import render, render_modes, render_turntable             # the one renderer (torch)
-    from eval.metrics import geometry, mesh_quality, image, clip, diversity    # the maths (see its docstring)
-    from eval.renders import save_protocol_renders, gallery, save_input, input_files  # what the metrics saw
+Each room's ``__init__.py`` states its public API. Imports flow one way:
+ui -> (study, ratings) -> runs -> judging -> methods, never back.
 
     python -m eval score ASSET.glb [--prompt TEXT] [--image FILE] [--reference MESH] [--json]
+    python -m eval ratings export|leaderboard ...
+    python -m eval study check|run|report STUDY.yaml ...
 
-Importing ``eval`` loads no torch: the renderer and the CLIP / LPIPS metrics import it on use.
+Importing ``eval`` or any room loads no torch: the renderer and the CLIP / LPIPS metrics import it on use.
 """
-
-from eval.protocol import PROTOCOL_VERSION, MetricRow, ProtocolOptions, cost_rows, mesh_stat_rows, score
-
-__all__ = ["PROTOCOL_VERSION", "MetricRow", "ProtocolOptions", "cost_rows", "mesh_stat_rows", "score"]

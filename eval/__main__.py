@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
-SUBCOMMAND_MODULES = ("eval.ratings_cli", "eval.study.cli")
+SUBCOMMAND_MODULES = ("eval.ratings.cli", "eval.study.cli")
 
 
 def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def score_command(args: argparse.Namespace) -> int:
-    from eval.protocol import score
+    from eval.judging.protocol import score
     from methods.base import Inputs, InvalidInput, load_image, normalize
     from methods.export import load_asset, read_metadata
 
@@ -95,7 +95,7 @@ def score_command(args: argparse.Namespace) -> int:
         if not args.json:
             print(_line(row), flush=True)
     if args.turntable:
-        from eval.render import render_turntable
+        from eval.judging.render import render_turntable
 
         written = render_turntable(asset, args.turntable)
         if not args.json:

@@ -58,8 +58,8 @@ def _inputs(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from eval.runner import execute
-    from eval.store import Store, StoreError
+    from eval.runs.runner import execute
+    from eval.runs.store import Store, StoreError
     from methods.base import MethodError, MethodUnavailable
 
     try:

@@ -19,8 +19,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "methods.shap_e",
     "methods.point_e",
     "methods.text_opt",
-    "methods.video_nerf",
-    "methods.video_splats",
+    "methods.nerf.method",
+    "methods.splats.method",
     "methods.families",
     "methods.triposr",
 )

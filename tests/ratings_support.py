@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from eval.ratings import Policy
-from eval.store import Store
+from eval.runs.store import Store
 
 OPEN = Policy(min_view_seconds=0.0, votes_per_minute=0, pairs_per_minute=0, ratings_per_minute=0)
 ALL = ("geometry", "appearance", "alignment", "overall")

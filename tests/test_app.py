@@ -19,7 +19,7 @@ import trimesh
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from eval.store import Store
+from eval.runs.store import Store
 from methods.base import InvalidInput, InvalidSettings
 
 pytest_plugins = ["tests.conftest_app"]
@@ -377,7 +377,7 @@ def test_gpu_duration_comes_from_the_methods_estimates(app_methods):
 
 
 def test_panel_formats_values():
-    from eval.protocol import MetricRow
+    from eval.judging.protocol import MetricRow
     from ui.panel import table
 
     rows = table(

@@ -132,7 +132,7 @@ assert "open3d" not in sys.modules, "a project module imported open3d"
 
 from methods.base import Mesh
 from methods.nerf.mesh import decimate, visible_faces
-from eval.metrics import geometry
+from eval.judging.metrics import geometry
 
 sphere = trimesh.creation.icosphere(4)
 v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)

@@ -46,7 +46,7 @@ def tiny_loop(**changes):
 
 def test_importing_the_package_imports_no_torch() -> None:
     code = (
-        "import sys, methods.text_opt, eval.run_cache, methods.text_opt.cameras; "
+        "import sys, methods.text_opt, eval.runs.cache, methods.text_opt.cameras; "
         "print(sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -342,8 +342,8 @@ def _record(store, run_id: str, settings: dict, asset: Path | None, *, status="d
 
 
 def test_find_cached_run(tmp_path: Path) -> None:
-    from eval.run_cache import find_cached_run
-    from eval.store import Store
+    from eval.runs.cache import find_cached_run
+    from eval.runs.store import Store
 
     store = Store(tmp_path / "runs.db")
     settings = methods.get("dreamfusion").default_settings("text").to_dict()
@@ -370,7 +370,7 @@ def test_find_cached_run(tmp_path: Path) -> None:
 
 
 def test_expected_time_message() -> None:
-    from eval.run_cache import expected_seconds, expected_time_message, format_seconds
+    from eval.runs.cache import expected_seconds, expected_time_message, format_seconds
 
     assert expected_seconds("dreamfusion", {}, gpu=False) == methods.get("dreamfusion").seconds_cpu
     assert expected_time_message("dreamfusion", {"budget_seconds": 600}, gpu=False) == (
@@ -380,9 +380,9 @@ def test_expected_time_message() -> None:
 
 
 def test_a_finished_run_is_found_again(tiny_sd: Path, tmp_path: Path) -> None:
-    from eval.run_cache import find_cached_run
-    from eval.runner import run_to_completion
-    from eval.store import Store
+    from eval.runs.cache import find_cached_run
+    from eval.runs.runner import run_to_completion
+    from eval.runs.store import Store
 
     store = Store(tmp_path / "runs.db")
     settings = {"checkpoint": str(tiny_sd), **FAST}

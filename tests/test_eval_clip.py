@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.metrics import clip
+from eval.judging.metrics import clip
 from tests.eval_support import tiny_clip_dir
 
 
@@ -56,7 +56,7 @@ def test_scorer_loads_from_a_folder_and_embeds(clip_dir):
 
 
 def test_asset_embedding_for_diversity(clip_dir):
-    from eval.metrics.diversity import Diversity, asset_embedding
+    from eval.judging.metrics.diversity import Diversity, asset_embedding
     from tests.eval_support import mesh_asset, unit_cube
 
     scorer = clip.CLIPScorer.load(clip_dir)

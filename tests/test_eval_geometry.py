@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from eval.metrics import diversity, geometry
+from eval.judging.metrics import diversity, geometry
 from methods.base import Mesh
 from tests.eval_support import sphere_points, unit_cube
 

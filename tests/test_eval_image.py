@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval.metrics import image
-from eval.metrics.lpips_net import LPIPS_NETS, build_lpips, load_lpips
+from eval.judging.metrics import image
+from eval.judging.metrics.lpips_net import LPIPS_NETS, build_lpips, load_lpips
 
 
 def test_psnr_known_values_and_mask():

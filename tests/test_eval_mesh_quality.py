@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from eval.metrics.mesh_quality import mesh_quality, point_quality, self_intersecting_faces, triangles_intersect
+from eval.judging.metrics.mesh_quality import mesh_quality, point_quality, self_intersecting_faces, triangles_intersect
 from tests.eval_support import unit_cube
 
 

@@ -9,8 +9,8 @@ import pytest
 import trimesh
 
 from eval.__main__ import main
-from eval.protocol import PROTOCOL_VERSION, MetricRow, cost_rows, mesh_stat_rows, score
-from eval.render import Camera, front_camera, render
+from eval.judging.protocol import PROTOCOL_VERSION, MetricRow, cost_rows, mesh_stat_rows, score
+from eval.judging.render import Camera, front_camera, render
 from methods.base import Asset, Inputs, PointCloud, normalize
 from methods.export import export_glb, load_asset
 from tests.eval_support import MESH_FILES, SHARED_MESHES, mesh_asset, sphere_points, tiny_clip_dir, unit_cube
@@ -162,10 +162,10 @@ def test_cli_scores_a_file(tmp_path, capsys, empty_hub_cache, monkeypatch):
     rows = json.loads(capsys.readouterr().out)
     names = {r["name"] for r in rows}
     assert {"faces", "watertight", "clip_skipped"} <= names
-    import eval.render
+    import eval.judging.render
 
     written = []
-    monkeypatch.setattr(eval.render, "render_turntable", lambda asset, path: written.append(path) or path)
+    monkeypatch.setattr(eval.judging.render, "render_turntable", lambda asset, path: written.append(path) or path)
     assert main(["score", str(glb), "--turntable", str(tmp_path / "spin.gif")]) == 0
     out = capsys.readouterr().out
     assert "watertight" in out and "↑" in out and written == [str(tmp_path / "spin.gif")]

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import trimesh
 
-from eval.render import Camera, camera_ring, front_camera, heldout_camera, render, render_modes, render_turntable
+from eval.judging.render import (
+    Camera,
+    camera_ring,
+    front_camera,
+    heldout_camera,
+    render,
+    render_modes,
+    render_turntable,
+)
 from methods.base import Asset, Mesh, PointCloud, normalize
 from methods.export import load_asset
 from tests.eval_support import SHARED_MESHES, mesh_asset, sphere_points, unit_cube

@@ -54,7 +54,7 @@ def test_data_is_deterministic_and_split_by_caption():
 
 
 def test_the_caption_sets_of_the_bench_keep_the_held_out_captions_apart():
-    from eval import trilemma
+    from eval.judging import trilemma
 
     train, held = data.split_captions()
     control, plain = trilemma.heldout_captions("train"), trilemma.heldout_captions("plain")
@@ -420,9 +420,9 @@ def test_unknown_words_are_named_in_the_notes_and_nothing_known_is_refused():
 
 @needs_weights
 def test_the_protocol_scores_a_family_run_against_its_caption_reference(tmp_path: Path):
-    from eval.runner import run_to_completion
-    from eval.store import Store
-    from eval.trilemma import write_reference_mesh
+    from eval.judging.trilemma import write_reference_mesh
+    from eval.runs.runner import run_to_completion
+    from eval.runs.store import Store
 
     ref = write_reference_mesh("a red cube", tmp_path / "ref.ply", resolution=48)
     done = run_to_completion(
@@ -440,8 +440,8 @@ def test_the_protocol_scores_a_family_run_against_its_caption_reference(tmp_path
 def test_a_caption_study_scores_each_run_against_its_own_captions_reference(tmp_path: Path, monkeypatch):
     """`captions:` in a study file: each caption gets its reference mesh, written once, and every run its
     Chamfer / F-score / IoU rows against it; the VAE's cube is nearer its own reference than the sphere's."""
-    from eval.protocol import score
-    from eval.store import Store
+    from eval.judging.protocol import score
+    from eval.runs.store import Store
     from eval.study import load_study, run_study
     from methods.export import load_asset
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eval.store import Store
+from eval.runs.store import Store
 
 pytest_plugins = ["tests.conftest_app"]
 
@@ -93,7 +93,7 @@ def test_store_is_never_served_even_inside_outputs(monkeypatch, tmp_path):
         assert not allowed, f"{target.name} could be served ({reason})"
     assert all(not Path(p).resolve().is_relative_to(tmp_path.resolve()) for p in kwargs["allowed_paths"])
     monkeypatch.delenv("TRILEMMA_DB")
-    from eval.store import default_db_path
+    from eval.runs.store import default_db_path
 
     assert not default_db_path().resolve().is_relative_to(tmp_path.resolve()), "the default store is not in outputs"
 
@@ -404,7 +404,7 @@ def test_a_run_killed_with_its_app_is_marked_interrupted_at_restart(tmp_path):
 
 
 def test_close_dead_runs_leaves_live_and_untagged_runs_alone(tmp_path):
-    from eval.runner import close_dead_runs, process_tag
+    from eval.runs.runner import close_dead_runs, process_tag
 
     store = Store(tmp_path / "runs.db")
     dead = {**process_tag(), "pid": process_tag()["pid"], "start": "0"}  # this pid, another start: a reused pid

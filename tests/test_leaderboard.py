@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.leaderboard import (
+from eval.ratings.bradley_terry import (
     ELO_SCALE,
     bootstrap_bradley_terry,
     bradley_terry,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from eval.metrics import lpips_weights
-from eval.metrics.lpips_net import LPIPS_NETS, trunk_layers
-from eval.protocol import score
+from eval.judging.metrics import lpips_weights
+from eval.judging.metrics.lpips_net import LPIPS_NETS, trunk_layers
+from eval.judging.protocol import score
 from methods.base import Asset, Inputs, Mesh
 
 TRUNK_NAME = "vgg16-397923af.pth"

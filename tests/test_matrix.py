@@ -7,7 +7,7 @@ import io
 import json
 import re
 
-from eval.protocol import MetricRow
+from eval.judging.protocol import MetricRow
 from ui.matrix import GROUPS, comparison_matrix, long_form_csv, long_form_json, matrix_html
 from ui.panel import metric_json
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import methods
-import methods.video_nerf  # noqa: F401  (registers "nerf")
-from eval.runner import execute
-from eval.store import Store
+import methods.nerf.method  # noqa: F401  (registers "nerf")
+from eval.runs.runner import execute
+from eval.runs.store import Store
 from methods.base import Inputs, InvalidInput
 from methods.nerf.video import check_motion, read_video, write_video
 

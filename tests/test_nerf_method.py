@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import methods
-import methods.video_nerf  # noqa: F401  (registers "nerf")
-from eval.runner import execute
-from eval.store import Store
+import methods.nerf.method  # noqa: F401  (registers "nerf")
+from eval.runs.runner import execute
+from eval.runs.store import Store
 from methods.base import Inputs
 from tests import nerf_scenes as ns
 
@@ -30,7 +30,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_listing_imports_no_torch():
     code = (
-        "import sys, methods.video_nerf, methods.nerf, methods.nerf.io, methods.nerf.video, methods.nerf.sfm; "
+        "import sys, methods.nerf.method, methods.nerf, methods.nerf.io, methods.nerf.video, methods.nerf.sfm; "
         "from methods.registry import listing; rows = [r for r in listing('video') if r['id'] == 'nerf']; "
         "assert rows and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]; print('ok')"
     )

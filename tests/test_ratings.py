@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eval import ratings, ratings_cli, ratings_sync
+from eval import ratings
 from eval.ratings import (
     AlreadyVoted,
     InvalidVote,
@@ -22,7 +22,9 @@ from eval.ratings import (
     UnknownPair,
     UnknownRunId,
 )
-from eval.store import MIGRATIONS, Store
+from eval.ratings import cli as ratings_cli
+from eval.ratings import sync as ratings_sync
+from eval.runs.store import MIGRATIONS, Store
 from tests.ratings_support import OPEN, add_run, answers, make_store
 from ui.leaderboard import views
 

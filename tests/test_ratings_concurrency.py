@@ -10,7 +10,7 @@ from pathlib import Path
 
 from eval import ratings
 from eval.ratings import AlreadyVoted
-from eval.store import Store
+from eval.runs.store import Store
 from tests.ratings_support import OPEN, answers, make_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ CHILD = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {root!r})
     from eval import ratings
-    from eval.store import Store
+    from eval.runs.store import Store
     from tests.ratings_support import OPEN, answers
 
     store = Store({db!r})

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from eval.ratings import Policy
-from eval.runner import execute
-from eval.store import Store
+from eval.runs.runner import execute
+from eval.runs.store import Store
 from methods.base import Asset, Inputs, Mesh, Method, Progress, Settings, setting
 from methods.registry import register, unregister
 
@@ -60,7 +60,7 @@ class ArenaBox(ArenaSphere):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory):
-    """Runs of two test methods on two prompts, made through eval.runner.execute, in a private store."""
+    """Runs of two test methods on two prompts, made through eval.runs.runner.execute, in a private store."""
     root = tmp_path_factory.mktemp("arena")
     for cls in (ArenaSphere, ArenaBox):
         register(cls)

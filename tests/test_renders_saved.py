@@ -8,8 +8,8 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from eval.protocol import score
-from eval.renders import gallery
+from eval.judging.protocol import score
+from eval.judging.renders import gallery
 from methods.base import Asset, Inputs, Mesh, normalize
 
 
@@ -56,7 +56,7 @@ def test_no_renders_folder_means_an_empty_gallery(tmp_path):
 
 
 def test_the_arena_shows_the_kept_input_not_its_name(tmp_path):
-    from eval.renders import save_input
+    from eval.judging.renders import save_input
     from ui.arena import input_image
 
     (tmp_path / "asset.glb").write_bytes(b"glb")

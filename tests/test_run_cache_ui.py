@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.store import Store
+from eval.runs.store import Store
 from methods.registry import register, unregister
 from tests.procedural import ProceduralSphere
 from ui import jobs

@@ -7,8 +7,8 @@ from pathlib import Path
 import pygltflib
 import pytest
 
-from eval.runner import execute, run_to_completion
-from eval.store import Store
+from eval.runs.runner import execute, run_to_completion
+from eval.runs.store import Store
 from methods.base import Inputs, InvalidInput, InvalidSettings, UnknownMethod
 from tests import procedural
 

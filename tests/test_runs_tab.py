@@ -17,7 +17,7 @@ import gradio as gr
 import pytest
 from gradio_client import handle_file
 
-from eval.store import Store
+from eval.runs.store import Store
 
 pytest_plugins = ["tests.conftest_app"]
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import methods
-import methods.video_splats  # noqa: F401  (registers "gaussian-splatting")
-from eval.runner import execute
-from eval.store import Store
+import methods.splats.method  # noqa: F401  (registers "gaussian-splatting")
+from eval.runs.runner import execute
+from eval.runs.store import Store
 from methods.base import Inputs
 from methods.nerf.cameras import Cameras
 from methods.nerf.io import Scene, holdout_split
@@ -31,7 +31,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_listing_imports_no_torch():
     code = (
-        "import sys, methods.video_splats, methods.splats, methods.splats.sh; "
+        "import sys, methods.splats.method, methods.splats, methods.splats.sh; "
         "from methods.registry import listing; "
         "rows = [r for r in listing('video') if r['id'] == 'gaussian-splatting']; "
         "assert rows and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]; print('ok')"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.protocol import score
-from eval.render import Camera, render, render_modes
+from eval.judging.protocol import score
+from eval.judging.render import Camera, render, render_modes
 from methods.base import Asset, Gaussians, Inputs, Mesh, normalize
 from methods.export import gaussian_centres
 from methods.splats.sh import rgb_to_sh0

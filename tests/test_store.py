@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.store import MIGRATIONS, Store, StoreError, UnknownRun
+from eval.runs.store import MIGRATIONS, Store, StoreError, UnknownRun
 
 
 def _run(i: int | str) -> dict:

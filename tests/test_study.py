@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import trimesh
 
-from eval.store import Store
+from eval.runs.store import Store
 from eval.study import (
     LocalExecutor,
     RayExecutor,

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval.store import Store
+from eval.runs.store import Store
 from eval.study import build_report, load_study, run_study
 from eval.study.analysis import fmt, paired_difference, significance_sentence
 from eval.study.chapter import SECTIONS, build_chapter, tex

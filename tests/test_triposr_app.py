@@ -18,7 +18,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from eval.store import Store
+from eval.runs.store import Store
 from methods import runtime
 from tests.test_point_e_pipeline import _tiny, clip_dir  # noqa: F401 - clip_dir is a fixture used here
 from tests.tiny_triposr import build_tiny_triposr, reference_image

@@ -13,7 +13,7 @@ Public API::
     from ui.viewer_asset import viewer_file                   # a viewer-sized copy of a heavy asset
     from ui.runs import build_runs_tab                        # browse and compare stored runs
 
-Nothing here imports torch: methods are listed through the registry and run through eval.runner.
+Nothing here imports torch: methods are listed through the registry and run through eval.runs.runner.
 """
 
 from ui import hosting

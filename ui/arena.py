@@ -32,9 +32,9 @@ from typing import Any
 import gradio as gr
 
 from eval import ratings
+from eval.judging.renders import input_files
 from eval.ratings import CRITERIA, CRITERION_LABELS, LIKERT, Policy, RatingError
-from eval.renders import input_files
-from eval.store import Store
+from eval.runs.store import Store
 from ui import hosting
 from ui.served import SERVED
 
@@ -443,14 +443,14 @@ def _viewer_updates(state: dict[str, Any], mode: str) -> tuple[Any, Any]:
 
 def start_sync(get_store: Callable[[], Store]) -> None:
     """With a Hub dataset configured, restore its votes and start pushing now, not at the first vote."""
-    from eval import ratings_sync
+    from eval.ratings import sync as ratings_sync
 
     if ratings_sync.SyncConfig.from_env() is not None:
         ratings_sync.for_database(str(get_store().path))
 
 
 def _sync_vote(store: Store, vote_id: int) -> None:
-    from eval import ratings_sync
+    from eval.ratings import sync as ratings_sync
 
     try:
         sync = ratings_sync.for_database(str(store.path))
@@ -461,7 +461,7 @@ def _sync_vote(store: Store, vote_id: int) -> None:
 
 
 def _sync_ratings(store: Store, rating_ids: list[int]) -> None:
-    from eval import ratings_sync
+    from eval.ratings import sync as ratings_sync
 
     try:
         sync = ratings_sync.for_database(str(store.path))

@@ -19,8 +19,8 @@ from typing import Any
 
 import gradio as gr
 
-from eval.run_cache import format_seconds
-from eval.store import StoreError, outputs_dir
+from eval.runs.cache import format_seconds
+from eval.runs.store import StoreError, outputs_dir
 from methods import runtime
 from methods.base import IMAGE_SUFFIXES, MethodError
 from methods.registry import get, listing
@@ -112,7 +112,7 @@ class ResultSlot:
     status: gr.Markdown
     files: gr.File
     result: gr.State  # {"glb", "files", "label"}: its change shows the model, in an event of its own
-    renders: gr.Gallery | None = None  # the protocol's renders under the viewer (eval.renders)
+    renders: gr.Gallery | None = None  # the protocol's renders under the viewer (eval.judging.renders)
 
     @property
     def outputs(self) -> list[gr.components.Component | gr.Column]:

@@ -1,7 +1,7 @@
 """One press of Generate: validate everything first, then run the chosen methods one after another.
 
 ``plan_job`` checks the input, the seed and each method's settings and availability before
-anything runs or is stored; ``run_job`` runs each method through ``eval.runner.execute`` and
+anything runs or is stored; ``run_job`` runs each method through ``eval.runs.runner.execute`` and
 yields the state of every slot and the metric rows, a few times a second. One method failing
 marks its slot and the others still run. No gradio here: the tabs and the API share this.
 """
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.protocol import MetricRow
-from eval.renders import gallery as render_gallery
-from eval.run_cache import can_run_again, find_cached_run, format_seconds
-from eval.runner import execute, prepare
-from eval.store import Store
+from eval.judging.protocol import MetricRow
+from eval.judging.renders import gallery as render_gallery
+from eval.runs.cache import can_run_again, find_cached_run, format_seconds
+from eval.runs.runner import execute, prepare
+from eval.runs.store import Store
 from methods.base import Inputs, InvalidInput, InvalidSettings, MethodError, Settings
 from methods.registry import get
 from ui import hosting, public, served

@@ -16,7 +16,7 @@ import gradio as gr
 
 from eval import ratings
 from eval.ratings import CRITERIA, CRITERION_LABELS
-from eval.store import Store
+from eval.runs.store import Store
 from ui.arena import API_VISIBILITY, start_sync
 
 ANY = "any"

@@ -19,12 +19,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval.protocol import MetricRow
+from eval.judging.protocol import MetricRow
 from ui.panel import PANEL_HEADERS, format_value, table
 
 GROUPS = ("quality", "image", "geometry", "mesh quality", "cost")
 GROUP_OF = {"alignment": "quality", "diversity": "quality", "image": "image", "geometry": "geometry", "cost": "cost"}
-# eval.protocol.mesh_stat_rows: counts and topology of the asset itself, not a comparison with anything
+# eval.judging.protocol.mesh_stat_rows: counts and topology of the asset itself, not a comparison with anything
 MESH_QUALITY = {
     "vertices",
     "faces",

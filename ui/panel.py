@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from eval.protocol import MetricRow
+from eval.judging.protocol import MetricRow
 
 PANEL_HEADERS = ["method", "metric", "value", "unit", "better"]
 

@@ -4,7 +4,7 @@ Every session of this app (and the CLI, and studies) writes to the same store; t
 its finished runs newest first, filtered by method, modality, input text and age. Ticking runs
 shows them side by side in the same viewers (with the renders the metrics saw) and the same
 comparison matrix as a fresh request, and the first ticked run's record. Reads go through
-eval.store only; records lose their server paths before they are shown.
+eval.runs.store only; records lose their server paths before they are shown.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import gradio as gr
 from gradio.context import Context
 
-from eval.protocol import MetricRow
-from eval.renders import gallery, input_files
-from eval.store import Store, UnknownRun
+from eval.judging.protocol import MetricRow
+from eval.judging.renders import gallery, input_files
+from eval.runs.store import Store, UnknownRun
 from methods import registry
 from ui import served
 from ui.matrix import matrix_html

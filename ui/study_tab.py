@@ -23,7 +23,7 @@ import pandas as pd
 
 from eval import ratings
 from eval.ratings import CRITERIA, CRITERION_LABELS, Policy, RatingError
-from eval.store import Store, outputs_dir
+from eval.runs.store import Store, outputs_dir
 from ui import arena, public, served
 
 CELL_HEADERS = ["variant", "input", "seed", "status", "seconds", "error", "run"]

@@ -132,7 +132,7 @@ def ranking_sentence(summary: pd.DataFrame, metric: str) -> str:
 def metric_agreement(summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Kendall's tau-b between each two metrics' variant means, each oriented so that larger is better
     (tau 1: the same ranking, -1: reversed); only variants with both values, at least 3."""
-    from eval.leaderboard import kendall_tau
+    from eval.ratings.bradley_terry import kendall_tau
 
     rows = []
     table = summary[np.isfinite(summary["mean"])]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eval.store import Store
+from eval.runs.store import Store
 from eval.study import analysis
 from eval.study.analysis import fmt
 from eval.study.bibliography import PAPERS, bibtex, method_keys, reference_text, short_cite
@@ -537,8 +537,8 @@ class _Builder:
 
     def setup(self) -> None:
         import methods
-        from eval import render
-        from eval.protocol import FRAME, PROTOCOL_VERSION
+        from eval.judging import render
+        from eval.judging.protocol import FRAME, PROTOCOL_VERSION
 
         doc = self.doc
         doc.h(1, SECTIONS[0])
@@ -596,7 +596,7 @@ class _Builder:
             resolution = p.resolution or 224
             doc.p(
                 f"Renderer and camera ring: every asset is normalised ({FRAME}) and rendered by the workbench's "
-                f"rasteriser (eval.render, PyTorch on the CPU in float64) from {views} cameras on a ring at "
+                f"rasteriser (eval.judging.render, PyTorch on the CPU in float64) from {views} cameras on a ring at "
                 f"{render.RING_ELEVATION:g} degrees elevation, azimuths evenly spaced from the front, at "
                 f"{resolution} x {resolution} pixels on white (lengths below are in units r of the bounding-sphere "
                 "radius); colour renders show the asset's base colour unlit, "
@@ -623,7 +623,7 @@ class _Builder:
         planned = [d for d in self.data if not d.ran]
         if planned:
             doc.h(2, "Studies prepared but not run here")
-            from eval.metrics.clip import DEFAULT_CLIP
+            from eval.judging.metrics.clip import DEFAULT_CLIP
 
             clip = sorted({m for d in planned for m in d.study.protocol.clip_models} or {DEFAULT_CLIP})
             doc.p(
@@ -738,7 +738,7 @@ class _Builder:
         else:
             doc.p(
                 "Each metric in the result tables, defined once. Values are computed by the workbench's metric "
-                "protocol (eval.protocol) on every asset the same way; methods never score themselves. The "
+                "protocol (eval.judging.protocol) on every asset the same way; methods never score themselves. The "
                 "settings are those recorded with the values."
             )
             doc.items([self.metric_item(m) for m in shown])
@@ -1000,7 +1000,7 @@ class _Builder:
     def render_grids(self, d: StudyData) -> list[tuple[Path, str, str]]:
         from PIL import Image, ImageDraw
 
-        from eval import render
+        from eval.judging import render
         from methods.export import load_asset
 
         out = []

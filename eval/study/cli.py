@@ -62,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main_args(args: argparse.Namespace) -> int:
-    from eval.store import StoreError
+    from eval.runs.store import StoreError
     from eval.study.spec import StudyFileError, load_study
     from methods.base import MethodError
 

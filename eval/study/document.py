@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from eval.protocol import PROTOCOL_VERSION
-from eval.store import Store
+from eval.judging.protocol import PROTOCOL_VERSION
+from eval.runs.store import Store
 from eval.study.run import MANIFEST
 from eval.study.spec import Study
 from eval.study.tables import (

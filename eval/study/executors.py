@@ -1,6 +1,6 @@
 """Executors: where a study's cells run. The same cells, the same store, whatever runs them.
 
-A worker runs a cell through :func:`eval.runner.execute` against a :class:`RecordingStore`, which
+A worker runs a cell through :func:`eval.runs.runner.execute` against a :class:`RecordingStore`, which
 keeps the store calls the run makes; the result goes back to the study's one writer, which replays
 them on the real store (see :mod:`eval.study.run`). So a cell is recorded exactly like an app run, and
 workers in other processes or on other machines never open the database.
@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import methods
-from eval.protocol import PROTOCOL_VERSION
-from eval.runner import execute
+from eval.judging.protocol import PROTOCOL_VERSION
+from eval.runs.runner import execute
 from eval.study.cells import Cell
 from methods import registry, runtime
 from methods.base import Inputs, MethodError, Progress
@@ -107,7 +107,7 @@ def _rebase(value: Any, old: str, new: str) -> Any:
 
 
 class RecordingStore:
-    """Stands in for eval.store.Store inside a worker: keeps the calls a run makes, writes nothing."""
+    """Stands in for eval.runs.store.Store inside a worker: keeps the calls a run makes, writes nothing."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple, dict]] = []

@@ -1,6 +1,6 @@
 """What each metric of the protocol means: wording, formula, unit, direction and the paper it comes from.
 
-:func:`definition` matches a metric name as :mod:`eval.protocol` writes it (``clip_score``,
+:func:`definition` matches a metric name as :mod:`eval.judging.protocol` writes it (``clip_score``,
 ``clip_score_geometry[ViT-L-14]``, ``f_score@0.01``, ``seconds_train``, ...) to its entry; a name it
 does not know gets a plain entry from the row's own unit and direction, so every metric in a
 table is defined. ``QUALITY_ORDER`` lists the quality measures (and only those) that a report may
@@ -214,7 +214,9 @@ def definition(metric: str) -> MetricDef:
     for pattern, entry in _RULES:
         if re.fullmatch(pattern, metric):
             return entry
-    return MetricDef(metric.replace("_", " ").capitalize(), "As recorded by the metric protocol (eval.protocol)")
+    return MetricDef(
+        metric.replace("_", " ").capitalize(), "As recorded by the metric protocol (eval.judging.protocol)"
+    )
 
 
 def direction_text(direction: str) -> str:

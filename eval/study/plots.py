@@ -277,10 +277,10 @@ def write_render_grids(
     study: Study, cells: pd.DataFrame, out: Path, max_inputs: int, views: int, resolution: int = 128
 ) -> dict[str, Path]:
     """For each of the first ``max_inputs`` inputs: one PNG, a row of turntable views per method variant
-    (the lowest seed that finished), rendered with eval.render's camera ring and renderer."""
+    (the lowest seed that finished), rendered with eval.judging.render's camera ring and renderer."""
     from PIL import Image, ImageDraw
 
-    from eval import render
+    from eval.judging import render
     from methods.export import load_asset
 
     files: dict[str, Path] = {}

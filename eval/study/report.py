@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval.store import Store
+from eval.runs.store import Store
 from eval.study.document import build_document, write_latex
 from eval.study.plots import write_plots, write_render_grids
 from eval.study.spec import Study

@@ -5,7 +5,7 @@
 - A failure or a timeout is recorded as a failed run (error "timeout: ...") and the study goes on.
 - Ctrl-C: the cell that was running is dropped whole (nothing of it is stored), the cells already
   written stay, and a store write in progress finishes first; run again to resume.
-- Each result is replayed on the store exactly as :func:`eval.runner.execute` would have written it,
+- Each result is replayed on the store exactly as :func:`eval.runs.runner.execute` would have written it,
   then tagged with the study and the cell key (columns added by the study's store migration).
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import methods
-from eval.runner import new_run_id
-from eval.store import Store, default_db_path
+from eval.runs.runner import new_run_id
+from eval.runs.store import Store, default_db_path
 from eval.study.cells import Cell
 from eval.study.executors import CellResult, CellTask, InProcessExecutor, method_refs
 from eval.study.spec import Study

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 
 import methods
-from eval.protocol import PROTOCOL_VERSION
-from eval.store import outputs_dir
+from eval.judging.protocol import PROTOCOL_VERSION
+from eval.runs.store import outputs_dir
 from eval.study.cells import Cell, expand_cells
 from eval.study.prompts import PromptFileError, provenance, read_prompts
 from methods.base import IMAGE_SUFFIXES, Inputs, InvalidInput, InvalidSettings, MethodError, load_image
@@ -170,7 +170,7 @@ class Protocol:
     captions: list[str] | None = None  # the R-precision caption set (default: the study's prompts)
     captions_source: str = ""
     quality: str | None = None  # the metric shown as "quality" in the report (default: chosen from the results)
-    options: dict[str, Any] = field(default_factory=dict)  # passed through to eval.protocol.score
+    options: dict[str, Any] = field(default_factory=dict)  # passed through to eval.judging.protocol.score
 
     def key(self) -> dict[str, Any]:
         captions = hashlib.sha256("\n".join(self.captions or []).encode()).hexdigest()[:16] if self.captions else None
@@ -184,7 +184,7 @@ class Protocol:
         }
 
     def context(self) -> dict[str, Any]:
-        """What eval.protocol.score receives (with the cell's reference mesh added)."""
+        """What eval.judging.protocol.score receives (with the cell's reference mesh added)."""
         out: dict[str, Any] = dict(self.options)
         if self.clip_models:
             out["clip_models"] = list(self.clip_models)
@@ -498,7 +498,7 @@ class _Validator:
 
     def caption_set(self, entry: _Map) -> InputSet | None:
         """Captions of the procedural shape set, each with its reference mesh (quality against the caption)."""
-        from eval import trilemma
+        from eval.judging import trilemma
         from methods.families import data
         from methods.families import text as text_words
 

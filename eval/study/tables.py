@@ -2,7 +2,7 @@
 
 Intervals are the mean over a variant's cells (inputs x seeds) with a percentile bootstrap interval
 (:func:`bootstrap_ci`). Diversity: for each variant and input, the mean pairwise Chamfer-L1 between
-the assets of different seeds (eval.metrics.geometry), averaged over inputs.
+the assets of different seeds (eval.judging.metrics.geometry), averaged over inputs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from eval.store import Store
+from eval.runs.store import Store
 from eval.study.executors import TIMEOUT
 from eval.study.run import finished_cells
 from eval.study.spec import Study
@@ -174,7 +174,7 @@ def result_table(cells: pd.DataFrame, store: Store) -> pd.DataFrame:
 
 def diversity_rows(cells: pd.DataFrame, points: int = DIVERSITY_POINTS) -> pd.DataFrame:
     """Per variant and input with two or more finished seeds: the mean pairwise Chamfer-L1 between seeds."""
-    from eval.metrics.geometry import chamfer_distance
+    from eval.judging.metrics.geometry import chamfer_distance
 
     rows = []
     done = cells[(cells["status"] == "done") & (cells["asset_path"] != "")]
@@ -197,7 +197,7 @@ def diversity_rows(cells: pd.DataFrame, points: int = DIVERSITY_POINTS) -> pd.Da
 
 
 def _surface_points(asset_path: str, n: int) -> np.ndarray | None:
-    from eval.metrics.geometry import sample_surface
+    from eval.judging.metrics.geometry import sample_surface
     from methods.export import load_asset
 
     try:
@@ -273,7 +273,7 @@ def human_scores(store: Store, cells: pd.DataFrame) -> pd.DataFrame:
 
 def ranking_agreement(summary: pd.DataFrame, human: pd.DataFrame) -> pd.DataFrame:
     """Kendall's tau between the human ranking of variants (win rate, else Likert) and each metric's means."""
-    from eval.leaderboard import kendall_tau
+    from eval.ratings.bradley_terry import kendall_tau
 
     if human.empty:
         return pd.DataFrame(columns=["metric", "group", "human", "variants", "tau", "p"])

@@ -1,6 +1,6 @@
 """The video / multi-view -> 3D run: input -> poses -> field -> held-out views -> mesh -> turntable.
 
-This is the heavy half of the ``nerf`` method (:mod:`methods.video_nerf` is the light spec);
+This is the heavy half of the ``nerf`` method (:mod:`methods.nerf.method` is the light spec);
 it yields :class:`methods.base.Progress` and returns the :class:`methods.base.Asset`.
 """
 

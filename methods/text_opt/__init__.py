@@ -11,11 +11,11 @@ swappable part. Public API::
     methods.text_opt.cameras        CameraRange, sample_cameras, view_direction, view_prompt (numpy)
     methods.text_opt.render         render_shaded, Shading, density_normals
     methods.text_opt.pipeline       run_dreamfusion, run_dreamfields (the heavy halves of ``run``)
-    eval.run_cache                  find_cached_run, CachedRun, expected_seconds (torch-free)
+    eval.runs.cache                  find_cached_run, CachedRun, expected_seconds (torch-free)
 
 These runs take minutes to hours (Shap-E takes seconds): a time budget bounds them, progress
 carries a preview render, closing the run's generator cancels after the current step, and
-:mod:`eval.run_cache` finds a finished run with the same method, prompt, settings and seed.
+:mod:`eval.runs.cache` finds a finished run with the same method, prompt, settings and seed.
 """
 
 from __future__ import annotations

@@ -90,14 +90,14 @@ def bake_texture(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A UV atlas (xatlas) and its texture: the decoder's colour at each texel's surface point.
 
-    Texels are found with the project's rasteriser (``eval.render``) in UV space; empty texels take the
+    Texels are found with the project's rasteriser (``eval.judging.render``) in UV space; empty texels take the
     nearest baked colour so that bilinear lookups at chart borders do not bleed background.
     Returns (vertices (V', 3) official frame, faces (F, 3), uv (V', 2) with v up, texture (R, R, 3) in [0, 1]).
     """
     import xatlas
     from scipy import ndimage
 
-    from eval.render import _raster_triangles
+    from eval.judging.render import _raster_triangles
 
     vmapping, indices, uvs = xatlas.parametrize(vertices.astype(np.float32), faces.astype(np.uint32))
     new_vertices = vertices[vmapping.astype(np.int64)]

@@ -5,9 +5,9 @@ Quality, diversity and speed of ``vae``, ``gan``, ``ddpm`` and ``score-sde`` on 
 caption from the procedural data set (methods.families.data):
 
 - quality: per sample, against the nearest of its caption's reference shapes, Chamfer-L1 and F-score
-  (eval.metrics.geometry, ONet convention) and voxel IoU at 32^3; the colour error (distance of the
+  (eval.judging.metrics.geometry, ONet convention) and voxel IoU at 32^3; the colour error (distance of the
   mean colour to the named colour); shape accuracy (the nearest reference over all captions has the
-  sample's category); and the set metrics MMD, COV, 1-NNA (eval.metrics_sets) of all samples
+  sample's category); and the set metrics MMD, COV, 1-NNA (eval.judging.metrics_sets) of all samples
   against all references;
 - diversity: the mean pairwise Chamfer-L1 between a caption's samples (different seeds), next to
   the same number for the references; coverage (COV) reads as diversity too;
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from eval import metrics_sets
+from eval.judging import metrics_sets
 from methods.families import data
 from methods.families.text import CATEGORIES, COLOURS, caption, tokenize
 
@@ -35,16 +35,16 @@ FAMILY_METHODS = ("vae", "gan", "ddpm", "score-sde")
 
 
 def _geometry():
-    """eval.metrics.geometry when present (the project's one Chamfer / F-score), else None."""
+    """eval.judging.metrics.geometry when present (the project's one Chamfer / F-score), else None."""
     try:
-        from eval.metrics import geometry
+        from eval.judging.metrics import geometry
     except ImportError:
         return None
     return geometry
 
 
 def chamfer_l1(a: np.ndarray, b: np.ndarray) -> float:
-    """(mean_a d(a, B) + mean_b d(b, A)) / 2, Euclidean (the ONet convention of eval.metrics.geometry)."""
+    """(mean_a d(a, B) + mean_b d(b, A)) / 2, Euclidean (the ONet convention of eval.judging.metrics.geometry)."""
     geometry = _geometry()
     if geometry is not None:
         return geometry.chamfer_distance(a, b, workers=1)["chamfer_l1"]

@@ -1,7 +1,7 @@
 """Ratings for the qualitative study: arena pairs and votes, Likert ratings, export, leaderboard.
 
 Storage is the run store (tables ``pairs``, ``votes``, ``vote_answers``, ``ratings``, added by the
-second migration in :data:`eval.store.MIGRATIONS`). Votes and ratings reference runs by id, never
+second migration in :data:`eval.runs.store.MIGRATIONS`). Votes and ratings reference runs by id, never
 copies of assets. Nothing is updated or deleted: a changed Likert rating is a new row (the latest
 one counts), and votes of raters flagged as noise stay in the table and are left out of the
 leaderboard only.
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from eval import leaderboard as lb
-from eval.store import Store
+from eval.ratings import bradley_terry as lb
+from eval.runs.store import Store
 
 CRITERIA: tuple[str, ...] = ("geometry", "appearance", "alignment", "overall")
 CRITERION_LABELS: dict[str, str] = {
@@ -51,10 +51,10 @@ CRITERION_LABELS: dict[str, str] = {
 ANSWERS: tuple[str, ...] = ("left", "right", "tie", "both_bad")
 ANSWER_LABELS: dict[str, str] = {"left": "Left", "right": "Right", "tie": "Tie", "both_bad": "Both bad"}
 LIKERT: tuple[int, ...] = (1, 2, 3, 4, 5)
-# Share of a vote that goes to the left run; "both bad" is a tie for the strengths (see eval.leaderboard).
+# Share of a vote that goes to the left run; "both bad" is a tie for the strengths (see eval.ratings.bradley_terry).
 ANSWER_SCORE: dict[str, float] = {"left": 1.0, "right": 0.0, "tie": 0.5, "both_bad": 0.5}
 RATER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{2,99}$")
-PROMPT_SETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "prompts"
+PROMPT_SETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "prompts"
 
 
 # ----------------------------------------------------------------------------- errors
@@ -678,7 +678,7 @@ def export(store: Store, out_dir: str | Path, fmt: str = "csv") -> dict[str, Pat
 
 
 def flagged_raters(votes: list[dict[str, Any]], **kw: Any) -> dict[str, str]:
-    """Raters whose overall answers look like noise (see :func:`eval.leaderboard.noise_raters`)."""
+    """Raters whose overall answers look like noise (see :func:`eval.ratings.bradley_terry.noise_raters`)."""
     return lb.noise_raters(((v["rater"], v["answer"]) for v in votes if v["criterion"] == "overall"), **kw)
 
 

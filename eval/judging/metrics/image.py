@@ -107,7 +107,7 @@ def ssim(pred: Any, target: Any, mask: Any = None, data_range: float = 1.0) -> f
 def lpips(model: Any, pred: Any, target: Any, mask: Any = None) -> float:
     """LPIPS distance between two (H, W, 3) images in [0, 1]; with a mask, the spatial map's masked mean.
 
-    ``model`` comes from :func:`eval.metrics.lpips_net.load_lpips` (or ``build_lpips`` in tests).
+    ``model`` comes from :func:`eval.judging.metrics.lpips_net.load_lpips` (or ``build_lpips`` in tests).
     """
     import torch
 

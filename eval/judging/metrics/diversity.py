@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from eval.metrics.geometry import chamfer_distance
+from eval.judging.metrics.geometry import chamfer_distance
 
 
 def asset_embedding(scorer: Any, asset: Any, views: int = 8, resolution: int = 224) -> np.ndarray:
     """The asset's CLIP image embedding: the mean over the protocol's ring of colour views (unit length)."""
-    from eval.render import camera_ring, render
+    from eval.judging.render import camera_ring, render
 
     emb = scorer.embed_images(render(asset, camera_ring(views), resolution=resolution).rgb).mean(dim=0)
     return (emb / emb.norm()).numpy()

@@ -21,10 +21,10 @@ The ``context`` dict (all keys optional; unknown keys are ignored):
     icp               rigidly align to the reference first (default False)
     samples           surface samples for reference geometry (default 100000)
     lpips_weights     state-dict file(s) for LPIPS (default: $TRILEMMA_LPIPS_WEIGHTS, else lpips_source)
-    lpips_source      "official" (default: fetched once into the cache, eval.metrics.lpips_weights) or a
+    lpips_source      "official" (default: fetched once into the cache, eval.judging.metrics.lpips_weights) or a
                       folder holding the official files ($TRILEMMA_LPIPS_SOURCE); offline: a skipped row
     lpips_net         vgg (default) or alex
-    renders_dir       keep what the metrics saw there (eval.renders; the runner: <run>/renders, "" for none)
+    renders_dir       keep what the metrics saw there (eval.judging.renders; the runner: <run>/renders, "" for none)
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from methods.base import Asset, Inputs, normalize
 
 PROTOCOL_VERSION = "2"
 FRAME = "normalised: bounding-box centre at the origin, unit bounding sphere, +Y up"
-STUDY_PROMPTS = Path(__file__).resolve().parents[1] / "assets" / "prompts.txt"
+STUDY_PROMPTS = Path(__file__).resolve().parents[2] / "assets" / "prompts.txt"
 log = logging.getLogger(__name__)
 
 
@@ -101,7 +101,7 @@ class ProtocolOptions:
 
     @classmethod
     def from_context(cls, context: dict[str, Any] | None) -> ProtocolOptions:
-        from eval.metrics.clip import DEFAULT_CLIP
+        from eval.judging.metrics.clip import DEFAULT_CLIP
 
         ctx = dict(context or {})
         models = ctx.get("clip_models") or ctx.get("clip_checkpoint") or ctx.get("clip_model") or [DEFAULT_CLIP]
@@ -187,8 +187,8 @@ def mesh_stat_rows(asset: Asset) -> list[MetricRow]:
 
     Lengths are in units of the bounding-sphere radius r (the asset is normalised first if needed).
     """
-    from eval.metrics.mesh_quality import OUTLIER_NEIGHBOURS, OUTLIER_STD_RATIO, WELD_TOLERANCE, point_quality
-    from eval.metrics.mesh_quality import mesh_quality as measure
+    from eval.judging.metrics.mesh_quality import OUTLIER_NEIGHBOURS, OUTLIER_STD_RATIO, WELD_TOLERANCE, point_quality
+    from eval.judging.metrics.mesh_quality import mesh_quality as measure
 
     if asset.normalization is None:
         asset = normalize(asset)
@@ -305,9 +305,9 @@ def _rows(asset: Asset, inputs: Inputs, context: dict[str, Any] | None) -> Itera
         yield from _guarded("image", "image", lambda: _image_rows(shots, inputs, opts))
     if inputs.prompt or inputs.image is not None:
         yield from _guarded("clip", "alignment", lambda: _clip_rows(shots, inputs, opts))
-    if (context or {}).get("renders_dir"):  # keep what the metrics saw, beside the asset (eval.renders)
+    if (context or {}).get("renders_dir"):  # keep what the metrics saw, beside the asset (eval.judging.renders)
         try:
-            from eval.renders import save_protocol_renders
+            from eval.judging.renders import save_protocol_renders
 
             save_protocol_renders(shots.cache, opts.views, asset, inputs, context["renders_dir"])
         except Exception:  # thumbnails are a convenience: never a reason to lose the run's numbers
@@ -324,7 +324,7 @@ class _Shots:
 
     def get(self, kind: str) -> Any:
         """``front`` (the input's viewpoint, colour) or ``color`` / ``geometry`` (the ring)."""
-        from eval.render import camera_ring, front_camera, render, render_modes
+        from eval.judging.render import camera_ring, front_camera, render, render_modes
 
         if kind not in self.cache:
             size = {"resolution": self.opts.resolution, "supersample": self.opts.supersample}
@@ -351,7 +351,7 @@ def _skipped(family: str, group: str, reason: str, settings: dict[str, Any] | No
 
 def _heldout_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
     """PSNR / SSIM / LPIPS on the method's held-out frames (full frame, as the NeRF protocol)."""
-    from eval.metrics.image import ImageQuality
+    from eval.judging.metrics.image import ImageQuality
 
     pred = np.asarray(asset.views["heldout_pred"], dtype=np.float32)[..., :3]
     gt = np.asarray(asset.views["heldout_gt"], dtype=np.float32)[..., :3]
@@ -374,13 +374,13 @@ def _heldout_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
 def _lpips_model(opts: ProtocolOptions) -> tuple[Any, str]:
     """The LPIPS network (given files, else the official ones from the cache or a download), else (None, why not)."""
     if not opts.lpips_weights:
-        from eval.metrics.lpips_weights import LpipsUnavailable, resolve
+        from eval.judging.metrics.lpips_weights import LpipsUnavailable, resolve
 
         try:
             opts.lpips_weights = [str(p) for p in resolve(opts.lpips_net, opts.lpips_source)]
         except LpipsUnavailable as exc:
             return None, str(exc)
-    from eval.metrics.lpips_net import load_lpips
+    from eval.judging.metrics.lpips_net import load_lpips
     from methods import runtime
 
     key = f"lpips:{opts.lpips_net}:{os.pathsep.join(opts.lpips_weights)}"
@@ -395,8 +395,8 @@ def _lpips_settings(opts: ProtocolOptions) -> dict[str, Any]:
 
 
 def _reference_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
-    from eval.metrics import geometry
-    from eval.render import point_normals
+    from eval.judging.metrics import geometry
+    from eval.judging.render import point_normals
     from methods.export import load_asset
 
     reference = normalize(load_asset(opts.reference_mesh))
@@ -437,7 +437,7 @@ def _reference_rows(asset: Asset, opts: ProtocolOptions) -> Iterator[MetricRow]:
 
 def _image_rows(shots: _Shots, inputs: Inputs, opts: ProtocolOptions) -> Iterator[MetricRow]:
     """The input image against the render from its viewpoint (front, after normalisation), foreground only."""
-    from eval.metrics.image import fit_foreground, lpips, psnr, split_rgba, ssim
+    from eval.judging.metrics.image import fit_foreground, lpips, psnr, split_rgba, ssim
 
     shot = shots.get("front")
     rgb_in, alpha_in = split_rgba(inputs.image)
@@ -463,7 +463,7 @@ def _image_rows(shots: _Shots, inputs: Inputs, opts: ProtocolOptions) -> Iterato
 
 def _scoring_models(opts: ProtocolOptions) -> list[tuple[str, str]]:
     """(model, note) per requested model, replacing any the method optimised against."""
-    from eval.metrics.clip import CLIP_CHOICES
+    from eval.judging.metrics.clip import CLIP_CHOICES
 
     out = []
     for model in opts.clip_models:
@@ -479,8 +479,8 @@ def _scoring_models(opts: ProtocolOptions) -> list[tuple[str, str]]:
 
 
 def _clip_rows(shots: _Shots, inputs: Inputs, opts: ProtocolOptions) -> Iterator[MetricRow]:
-    from eval.metrics import clip
-    from eval.metrics.image import fit_foreground, split_rgba
+    from eval.judging.metrics import clip
+    from eval.judging.metrics.image import fit_foreground, split_rgba
 
     models = _scoring_models(opts)
     if not models:

@@ -51,7 +51,7 @@ def save_protocol_renders(
 ) -> dict[str, Any]:
     """Write the renders. ``made``: the protocol's renders so far (``color`` / ``geometry`` / ``front``);
     those the metrics did not need are rendered here from the same cameras at thumbnail size."""
-    from eval.render import camera_ring, front_camera, render, render_modes, render_turntable
+    from eval.judging.render import camera_ring, front_camera, render, render_modes, render_turntable
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

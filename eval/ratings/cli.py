@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.ratings import CRITERIA, CRITERION_LABELS, EXPORT_FORMATS
-from eval.store import StoreError, default_db_path
+from eval.runs.store import StoreError, default_db_path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from eval import ratings
-    from eval.store import Store
+    from eval.runs.store import Store
 
     path = Path(args.db) if args.db else default_db_path()
     if not path.is_file():

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import methods
-from eval.protocol import PROTOCOL_VERSION, MetricRow, cost_rows, score
-from eval.renders import RENDERS_DIR, save_input
-from eval.store import Store, outputs_dir
+from eval.judging.protocol import PROTOCOL_VERSION, MetricRow, cost_rows, score
+from eval.judging.renders import RENDERS_DIR, save_input
+from eval.runs.store import Store, outputs_dir
 from methods import export, runtime
 from methods.base import Asset, Inputs, MethodError, Progress, Settings
 

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from eval.metrics import geometry, mesh_quality, image, clip, diversity
+    from eval.judging.metrics import geometry, mesh_quality, image, clip, diversity
 
     geometry.sample_surface(mesh, n, seed)            -> points, normals
     geometry.chamfer_distance(a, b)                   -> {"chamfer_l1", "chamfer_l2"}
@@ -23,6 +23,6 @@ Public API::
     diversity.asset_embedding(scorer, asset)          -> mean CLIP embedding over the ring views
     diversity.mean_pairwise_chamfer / mean_pairwise_cosine_distance; Diversity accumulator
 
-Modules are imported on use (``from eval.metrics import geometry``): torch loads only with
+Modules are imported on use (``from eval.judging.metrics import geometry``): torch loads only with
 ``image.lpips``, ``lpips_net`` and ``clip``.
 """

@@ -92,7 +92,7 @@ def find_cached_run(
 ) -> CachedRun | None:
     """The newest finished run of ``method`` on the same input with the same settings and seed, or None.
 
-    ``store`` is an :class:`eval.store.Store`; ``inputs_hash`` is ``Inputs.hash()``; ``settings`` a
+    ``store`` is an :class:`eval.runs.store.Store`; ``inputs_hash`` is ``Inputs.hash()``; ``settings`` a
     Settings or a dict of overrides on the method's defaults (``seed``, when given, overrides
     theirs). A run counts only if its status is done, its method version is the current one and
     its asset file still exists; ``device`` ("cuda" / "cpu") keeps runs made on that kind of device.

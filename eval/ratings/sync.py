@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from eval.store import Store, outputs_dir
+from eval.runs.store import Store, outputs_dir
 
 PATH_IN_REPO = "data"
 log = logging.getLogger(__name__)
