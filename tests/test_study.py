@@ -37,7 +37,7 @@ from eval.study import (
 from eval.study.cells import Cell
 from eval.study.plots import plotly_go
 from eval.study.prompts import provenance
-from eval.study.report import summarize
+from eval.study.tables import summarize
 from methods.base import Asset, Mesh, Method, Progress, Settings, setting
 from methods.registry import register, unregister
 from tests import procedural

@@ -22,8 +22,9 @@ import pytest
 from eval.runs.store import Store
 from eval.study import build_report, load_study, run_study
 from eval.study.analysis import fmt, paired_difference, significance_sentence
-from eval.study.chapter import SECTIONS, build_chapter, tex
+from eval.study.chapter import SECTIONS, build_chapter
 from eval.study.cli import main as study_main
+from eval.study.document import tex
 from eval.study.tables import pick_quality
 from tests import procedural
 

@@ -19,9 +19,10 @@ from eval.study.cells import Cell, cell_key
 from eval.study.chapter import Chapter, build_chapter
 from eval.study.executors import InProcessExecutor, LocalExecutor, RayExecutor, make_executor
 from eval.study.prompts import provenance, read_prompts
-from eval.study.report import Report, bootstrap_ci, build_report
+from eval.study.report import build_report
 from eval.study.run import StudyInterrupted, StudyRun, finished_cells, open_store, run_study
 from eval.study.spec import Study, StudyFileError, load_study
+from eval.study.tables import Report, bootstrap_ci
 
 __all__ = [
     "Cell",

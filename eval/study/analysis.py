@@ -30,9 +30,10 @@ __all__ = [
 ]
 
 
-def fmt(x: float) -> str:
+def fmt(x: float, missing: str = "n/a") -> str:
+    """A number in at most four significant digits (scientific notation when very large or small)."""
     if not np.isfinite(x):
-        return "n/a"
+        return missing
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.2e}"
     return f"{x:.4g}" if abs(x) < 1000 else f"{x:.0f}"

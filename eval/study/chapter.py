@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from textwrap import shorten
 from typing import Any
@@ -34,22 +33,37 @@ import pandas as pd
 from eval.runs.store import Store
 from eval.study import analysis
 from eval.study.analysis import fmt
-from eval.study.bibliography import PAPERS, bibtex, method_keys, reference_text, short_cite
+from eval.study.bibliography import PAPERS, bibtex, method_keys
+from eval.study.document import (
+    Bold,
+    Cite,
+    Code,
+    Doc,
+    Figure,
+    Math,
+    Ref,
+    Style,
+    Table,
+    Text,
+    latex,
+    latex_table,
+    markdown,
+)
 from eval.study.metric_defs import definition, direction_text, is_quality
 from eval.study.spec import Study
 from eval.study.tables import (
     DIVERSITY_METRIC,
     DIVERSITY_POINTS,
     TIME_METRIC,
+    Report,
     best_variant,
-    cell_table,
-    diversity_rows,
+    hardware_rows,
     human_scores,
-    pick_quality,
     ranking_agreement,
-    result_table,
     slug,
-    summarize,
+    study_tables,
+    trilemma_frame,
+    version_rows,
 )
 
 __all__ = ["Chapter", "build_chapter"]
@@ -74,193 +88,7 @@ HIDDEN_SETTINGS = (  # per-cell values or said once elsewhere (the frame, the pr
 REFERENCE_METRICS = ("normal_consistency", "volume_iou", "icp_rmse")
 DESCRIPTIVE_GROUPS = ("alignment", "image", "geometry", "diversity")
 
-# ----------------------------------------------------------------------------- content model
-
-
-@dataclass(frozen=True)
-class Cite:
-    keys: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bold:
-    text: str
-
-
-@dataclass(frozen=True)
-class Math:
-    tex: str
-    md: str
-
-
-@dataclass(frozen=True)
-class Ref:
-    label: str  # tab:... or fig:...
-
-
-Seg = str | Cite | Code | Bold | Math | Ref
-Text = list[Seg]
-
-
-@dataclass
-class Table:
-    label: str
-    caption: Text
-    header: list[Text]
-    rows: list[list[Text]]
-    align: str
-
-
-@dataclass
-class Figure:
-    label: str
-    path: str  # relative to the chapter folder
-    caption: Text
-    width: float = 0.9
-
-
-@dataclass
-class Doc:
-    blocks: list[tuple[str, Any]] = field(default_factory=list)
-    methods: dict[str, object] = field(default_factory=dict)  # citation key -> method without paper metadata
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
-
-    def p(self, *segs: Seg) -> None:
-        self.blocks.append(("p", list(segs)))
-
-    def items(self, entries: list[Text]) -> None:
-        if entries:
-            self.blocks.append(("ul", entries))
-
-    def table(self, table: Table) -> None:
-        self.blocks.append(("table", table))
-
-    def figure(self, figure: Figure) -> None:
-        self.blocks.append(("fig", figure))
-
-    def cited(self) -> list[str]:
-        keys: list[str] = []
-
-        def walk(segs: Text) -> None:
-            keys.extend(k for s in segs if isinstance(s, Cite) for k in s.keys)
-
-        for kind, data in self.blocks:
-            if kind == "p":
-                walk(data)
-            elif kind == "ul":
-                for e in data:
-                    walk(e)
-            elif kind == "table":
-                walk(data.caption)
-                for row in [data.header, *data.rows]:
-                    for cell in row:
-                        walk(cell)
-            elif kind == "fig":
-                walk(data.caption)
-        return list(dict.fromkeys(keys))
-
-    def numbers(self) -> dict[str, int]:
-        out, counts = {}, {"table": 0, "fig": 0}
-        for kind, data in self.blocks:
-            if kind in counts:
-                counts[kind] += 1
-                out[data.label] = counts[kind]
-        return out
-
-
-# ----------------------------------------------------------------------------- LaTeX
-
-_TEX_CHARS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-    "|": r"\textbar{}",
-    "–": "--",
-    "—": "---",
-    "×": r"$\times$",
-    "↑": r"$\uparrow$",
-    "↓": r"$\downarrow$",
-    "²": r"$^2$",
-    "³": r"$^3$",
-    "≥": r"$\geq$",
-    "≤": r"$\leq$",
-    "±": r"$\pm$",
-    "°": r"$^\circ$",
-    "τ": r"$\tau$",
-    "·": r"$\cdot$",
-    "…": r"\ldots{}",
-    "\n": " ",
-}
-
-
-def tex(text: Any) -> str:
-    """Plain text as LaTeX: special characters escaped; other non-ASCII reduced to ASCII (or '?')."""
-    out = []
-    for ch in str(text):
-        if ch in _TEX_CHARS:
-            out.append(_TEX_CHARS[ch])
-        elif ord(ch) < 128:
-            out.append(ch if ch.isprintable() else " ")
-        else:
-            ascii_ = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
-            out.append("".join(_TEX_CHARS.get(c, c) for c in ascii_) or "?")
-    return "".join(out)
-
-
-def _tex_segs(segs: Text) -> str:
-    out = []
-    for s in segs:
-        if isinstance(s, str):
-            out.append(tex(s))
-        elif isinstance(s, Cite):
-            out.append(f"~\\cite{{{','.join(s.keys)}}}")
-        elif isinstance(s, Code):
-            out.append(f"\\texttt{{{tex(s.text)}}}")
-        elif isinstance(s, Bold):
-            out.append(f"\\textbf{{{tex(s.text)}}}")
-        elif isinstance(s, Math):
-            out.append(f"${s.tex}$")
-        elif isinstance(s, Ref):
-            kind = "Table" if s.label.startswith("tab:") else "Figure"
-            out.append(f"{kind}~\\ref{{{s.label}}}")
-    return "".join(out)
-
-
-def _tex_table(t: Table) -> str:
-    lines = [
-        "\\begin{table}[htbp]",
-        "\\centering",
-        "\\small",
-        f"\\caption{{{_tex_segs(t.caption)}}}",
-        f"\\label{{{t.label}}}",
-        "\\trilemmafit{%",
-        f"\\begin{{tabular}}{{{t.align}}}",
-        "\\toprule",
-        " & ".join(_tex_segs(h) for h in t.header) + " \\\\",
-        "\\midrule",
-        *(" & ".join(_tex_segs(c) for c in row) + " \\\\" for row in t.rows),
-        "\\bottomrule",
-        "\\end{tabular}}",
-        "\\end{table}",
-    ]
-    return "\n".join(lines)
-
+# ----------------------------------------------------------------------------- typesetting
 
 TEX_PREAMBLE = r"""% Generated by `python -m eval study report ... --chapter`; do not edit by hand (regenerate instead).
 % Needs \usepackage{graphicx,booktabs,amsmath}. Before \input: \def\trilemmanochapter{} to leave out
@@ -268,39 +96,6 @@ TEX_PREAMBLE = r"""% Generated by `python -m eval study report ... --chapter`; d
 \providecommand{\trilemmachapterdir}{}
 \providecommand{\trilemmafit}[1]{\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{#1}}
 """
-
-
-def render_tex(doc: Doc) -> str:
-    out = [TEX_PREAMBLE]
-    commands = {0: "chapter", 1: "subsection", 2: "subsubsection", 3: "paragraph"}
-    for kind, data in doc.blocks:
-        if kind == "h":
-            level, text = data
-            if level == 0:
-                out.append(f"\\ifdefined\\trilemmanochapter\\else\\chapter{{{tex(text)}}}\\label{{chap:trilemma}}\\fi")
-            else:
-                out.append(f"\\{commands[level]}{{{tex(text)}}}")
-        elif kind == "p":
-            out.append(_tex_segs(data))
-        elif kind == "ul":
-            out.append("\\begin{itemize}\n" + "\n".join(f"\\item {_tex_segs(e)}" for e in data) + "\n\\end{itemize}")
-        elif kind == "table":
-            out.append(_tex_table(data))
-        elif kind == "fig":
-            out.append(
-                "\n".join(
-                    [
-                        "\\begin{figure}[htbp]",
-                        "\\centering",
-                        f"\\includegraphics[width={data.width:g}\\linewidth]{{\\trilemmachapterdir {data.path}}}",
-                        f"\\caption{{{_tex_segs(data.caption)}}}",
-                        f"\\label{{{data.label}}}",
-                        "\\end{figure}",
-                    ]
-                )
-            )
-    return "\n\n".join(out) + "\n"
-
 
 STANDALONE = r"""\documentclass[11pt,a4paper]{report}
 \input{glyphtounicode}\pdfgentounicode=1
@@ -314,59 +109,12 @@ STANDALONE = r"""\documentclass[11pt,a4paper]{report}
 \end{document}
 """
 
-# ----------------------------------------------------------------------------- Markdown
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~$])")
-
-
-def md(text: Any) -> str:
-    return _MD_SPECIAL.sub(r"\\\1", str(text).replace("\n", " "))
-
-
-def _md_segs(segs: Text, numbers: dict[str, int], methods: dict[str, object]) -> str:
-    out = []
-    for s in segs:
-        if isinstance(s, str):
-            out.append(md(s))
-        elif isinstance(s, Cite):
-            out.append(" (" + "; ".join(f"[{md(short_cite(k, methods))}](#ref-{k})" for k in s.keys) + ")")
-        elif isinstance(s, Code):
-            out.append(f"`{s.text.replace('`', '')}`")
-        elif isinstance(s, Bold):
-            out.append(f"**{md(s.text)}**")
-        elif isinstance(s, Math):
-            out.append(f"`{s.md}`")
-        elif isinstance(s, Ref):
-            kind = "Table" if s.label.startswith("tab:") else "Figure"
-            out.append(f"{kind} {numbers.get(s.label, '?')}")
-    return "".join(out)
-
-
-def render_md(doc: Doc) -> str:
-    numbers = doc.numbers()
-    out = []
-    for kind, data in doc.blocks:
-        if kind == "h":
-            level, text = data
-            out.append("#" * (level + 1) + " " + (f"Chapter 4: {text}" if level == 0 else text))
-        elif kind == "p":
-            out.append(_md_segs(data, numbers, doc.methods))
-        elif kind == "ul":
-            out.append("\n".join(f"- {_md_segs(e, numbers, doc.methods)}" for e in data))
-        elif kind == "table":
-            caption = f"**Table {numbers[data.label]}.** {_md_segs(data.caption, numbers, doc.methods)}"
-            head = "| " + " | ".join(_md_segs(h, numbers, doc.methods) for h in data.header) + " |"
-            rule = "|" + "---|" * len(data.header)
-            rows = ["| " + " | ".join(_md_segs(c, numbers, doc.methods) for c in row) + " |" for row in data.rows]
-            out.append("\n".join([caption, "", head, rule, *rows]))
-        elif kind == "fig":
-            caption = f"**Figure {numbers[data.label]}.** {_md_segs(data.caption, numbers, doc.methods)}"
-            out.append(f"![Figure {numbers[data.label]}]({data.path})\n\n{caption}")
-    keys = doc.cited()
-    if keys:
-        out.append("## References")
-        out.append("\n".join(f'- <a id="ref-{k}"></a>{md(reference_text(k, doc.methods))}' for k in keys))
-    return "\n\n".join(out) + "\n"
+CHAPTER = Style(
+    title="Chapter 4: {}",
+    latex_title="\\ifdefined\\trilemmanochapter\\else\\chapter{{{}}}\\label{{chap:trilemma}}\\fi",
+    latex_preamble=TEX_PREAMBLE,
+    latex_graphics_dir="\\trilemmachapterdir ",
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -400,16 +148,8 @@ class StudyData:
 
 
 def load_data(study: Study, store: Store) -> StudyData:
-    opts = study.report
-    cells = cell_table(study, store)
-    results = result_table(cells, store)
-    summary = summarize(results, opts.bootstrap, opts.confidence)
-    diversity = diversity_rows(cells)
-    if len(diversity):
-        extra = diversity.assign(group="diversity", metric=DIVERSITY_METRIC, unit="", higher_is_better="higher")
-        summary = pd.concat([summary, summarize(extra, opts.bootstrap, opts.confidence)], ignore_index=True)
-    human = human_scores(store, cells)
-    return StudyData(study, store, cells, results, summary, pick_quality(summary, study.protocol.quality), human)
+    cells, results, summary, quality = study_tables(study, store)
+    return StudyData(study, store, cells, results, summary, quality, human_scores(store, cells))
 
 
 _ABS_PATH = re.compile(r"(?<![\w.:/])(?:/[\w.@+-]+){2,}/?")  # not inside a URL
@@ -466,17 +206,16 @@ def build_chapter(
     builder = _Builder(data, out, renders)
     doc = builder.build()
     doc.methods = cite_methods
-    (out / "chapter4.tex").write_text(render_tex(doc), encoding="utf-8")
-    (out / "chapter4.md").write_text(render_md(doc), encoding="utf-8")
+    (out / "chapter4.tex").write_text(latex(doc, CHAPTER), encoding="utf-8")
+    (out / "chapter4.md").write_text(markdown(doc, CHAPTER), encoding="utf-8")
     (out / "chapter4-standalone.tex").write_text(STANDALONE, encoding="utf-8")
     cited = doc.cited()
     (out / "chapter4.bib").write_text(bibtex(cited, cite_methods), encoding="utf-8")
     tables = []
-    for kind, t in doc.blocks:
-        if kind == "table":
-            path = out / "tables" / f"{slug(t.label.split(':', 1)[1])}.tex"
-            path.write_text(TEX_PREAMBLE + "\n" + _tex_table(t) + "\n", encoding="utf-8")
-            tables.append(path)
+    for t in doc.tables():
+        path = out / "tables" / f"{slug(t.label.split(':', 1)[1])}.tex"
+        path.write_text(TEX_PREAMBLE + "\n" + latex_table(t, CHAPTER) + "\n", encoding="utf-8")
+        tables.append(path)
     return Chapter(
         out,
         out / "chapter4.tex",
@@ -515,7 +254,7 @@ class _Builder:
 
     def build(self) -> Doc:
         doc = self.doc
-        doc.h(0, CHAPTER_TITLE)
+        doc.h(1, CHAPTER_TITLE)
         ran = self.shown()
         names = ", ".join(d.name for d in self.data)
         doc.p(
@@ -541,12 +280,12 @@ class _Builder:
         from eval.judging.protocol import FRAME, PROTOCOL_VERSION
 
         doc = self.doc
-        doc.h(1, SECTIONS[0])
+        doc.h(2, SECTIONS[0])
         for d in self.data:
             if not d.ran:
                 continue
             s = d.study
-            self.study_heading(2, d)
+            self.study_heading(3, d)
             if s.description:
                 doc.p(s.description.strip())
             items = s.items()
@@ -606,7 +345,7 @@ class _Builder:
             doc.p(f"Executor: {self.executor(d)}.")
         hardware, versions = self.machines()
         if hardware:
-            doc.h(2, "Hardware and software")
+            doc.h(3, "Hardware and software")
             label = "tab:trilemma-hardware"
             doc.table(
                 Table(label, ["Hardware the cells ran on."], [["Hardware"], ["Cells"]], hardware, "p{0.75\\linewidth}r")
@@ -622,7 +361,7 @@ class _Builder:
             )
         planned = [d for d in self.data if not d.ran]
         if planned:
-            doc.h(2, "Studies prepared but not run here")
+            doc.h(3, "Studies prepared but not run here")
             from eval.judging.metrics.clip import DEFAULT_CLIP
 
             clip = sorted({m for d in planned for m in d.study.protocol.clip_models} or {DEFAULT_CLIP})
@@ -648,16 +387,14 @@ class _Builder:
         return "not recorded (no manifest in the study's output folder)"
 
     def machines(self) -> tuple[list[list[Text]], list[list[Text]]]:
-        from eval.study.document import _hardware_rows, _version_rows
-
         hw: dict[str, int] = {}
         libs: dict[str, set[str]] = {}
         for d in self.shown():
             if d.cells["run_id"].eq("").all():
                 continue
-            for key, n in _hardware_rows(d.store, d.cells):
+            for key, n in hardware_rows(d.store, d.cells):
                 hw[key] = hw.get(key, 0) + n
-            for lib, versions in _version_rows(d.store, d.cells):
+            for lib, versions in version_rows(d.store, d.cells):
                 libs.setdefault(lib, set()).update(v for v in versions.split(", ") if v)
         return (
             [[[public(k)], [str(n)]] for k, n in hw.items()],
@@ -726,7 +463,7 @@ class _Builder:
 
     def metrics(self) -> None:
         doc = self.doc
-        doc.h(1, SECTIONS[1])
+        doc.h(2, SECTIONS[1])
         shown: list[str] = []
         for d in self.shown():
             for _, metrics in self.metric_groups(d):
@@ -852,7 +589,7 @@ class _Builder:
 
     def results(self) -> None:
         doc = self.doc
-        doc.h(1, SECTIONS[2])
+        doc.h(2, SECTIONS[2])
         if not self.data:
             doc.p("No study was given, so there are no results.")
             return
@@ -860,7 +597,7 @@ class _Builder:
             if not d.ran:
                 doc.p(f"Study {d.name} has not been run here (see the setup), so it has no results.")
                 continue
-            self.study_heading(2, d)
+            self.study_heading(3, d)
             counts = d.cells["status"].value_counts()
             doc.p(
                 f"Study {d.name}: {len(d.cells)} cells, "
@@ -929,8 +666,6 @@ class _Builder:
 
     def figures_for(self, d: StudyData) -> None:
         from eval.study.plots import _human_plot, _scatter
-        from eval.study.report import Report
-        from eval.study.tables import trilemma_frame
 
         report = Report(self.out, d.cells, d.results, d.summary, d.quality)
         figs = self.out / "figures"
@@ -1065,7 +800,7 @@ class _Builder:
 
     def analysis(self, d: StudyData, groups: list[tuple[str, list[str]]]) -> None:
         doc = self.doc
-        self.doc.h(2 if not self.several else 3, f"Analysis of study {d.name}" if self.several else "Analysis")
+        self.doc.h(3 if not self.several else 4, f"Analysis of study {d.name}" if self.several else "Analysis")
         opts = d.study.report
         metrics = [m for _, ms in groups for m in ms if index_direction(d.summary, m) in ("higher", "lower")]
         with_values = [v for v in d.variants if v in set(d.summary.loc[np.isfinite(d.summary["mean"]), "variant"])]

@@ -1,412 +1,453 @@
-"""The study report as text: the Markdown / HTML document and the LaTeX tables for a thesis.
+"""One model of a document, written as Markdown, HTML and LaTeX: the study report and the chapter.
 
-The experimental setup is written from the study file (inputs and their provenance, methods and
-settings, seeds, the metric protocol) and from the run records (hardware, library versions).
+A :class:`Doc` is a list of blocks: headings (level 1 is the document's title), paragraphs and list
+items made of segments (plain text, :class:`Cite`, :class:`Code`, :class:`Bold`, :class:`Small`,
+:class:`Math`, :class:`Ref`), :class:`Table` and :class:`Figure`. What a document says is built by its
+content code (:mod:`eval.study.report`, :mod:`eval.study.chapter`); how it is typeset is a
+:class:`Style` handed to the writers :func:`markdown`, :func:`html_page` and :func:`latex`.
+
+Plain text is escaped for each output (Markdown specials with ``Style.escape_markdown``, HTML
+always, LaTeX always: its specials, arrows, dashes and the like as commands, other non-ASCII reduced
+to ASCII). Tables and figures are numbered in order; a :class:`Ref` reads "Table 2" / "Figure 1".
+Citations go through :mod:`eval.study.bibliography` (``Doc.methods`` names the methods that have no
+paper metadata, cited from their own attributes).
 """
 
 from __future__ import annotations
 
 import html
-import json
-import platform
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
-import pandas as pd
+from eval.study.bibliography import reference_text, short_cite
 
-from eval.judging.protocol import PROTOCOL_VERSION
-from eval.runs.store import Store
-from eval.study.run import MANIFEST
-from eval.study.spec import Study
-from eval.study.tables import (
-    DIVERSITY_POINTS,
-    TIME_METRIC,
-    best_variant,
-    metric_matrix,
-    ranking_agreement,
-    slug,
-    table_groups,
-)
-
-if TYPE_CHECKING:
-    from eval.study.report import Report
-
-
-def _tex(text: str) -> str:
-    repl = {
-        "\\": r"\textbackslash{}",
-        "&": r"\&",
-        "%": r"\%",
-        "$": r"\$",
-        "#": r"\#",
-        "_": r"\_",
-        "{": r"\{",
-        "}": r"\}",
-        "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}",
-    }
-    return "".join(repl.get(ch, ch) for ch in str(text))
+__all__ = [
+    "Bold",
+    "Cite",
+    "Code",
+    "Doc",
+    "Figure",
+    "Math",
+    "Ref",
+    "Seg",
+    "Small",
+    "Style",
+    "Table",
+    "Text",
+    "html_page",
+    "latex",
+    "latex_table",
+    "markdown",
+    "md",
+    "tex",
+]
 
 
-def _fmt(x: float) -> str:
-    if not np.isfinite(x):
-        return "–"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.2e}"
-    return f"{x:.4g}" if abs(x) < 1000 else f"{x:.0f}"
+@dataclass(frozen=True)
+class Cite:
+    keys: tuple[str, ...]
 
 
-LATEX_COLUMNS = 5  # metrics per LaTeX table: wider ones do not fit a page
+@dataclass(frozen=True)
+class Code:
+    text: str
 
 
-def write_latex(study: Study, report: Report, out: Path) -> dict[str, Path]:
-    """One booktabs table per metric group (split every LATEX_COLUMNS metrics) and one of the setup."""
-    files = {}
-    variants = list(dict.fromkeys(report.cells["variant"]))
-    level = round(study.report.confidence * 100)
-    for group, metrics in table_groups(report):
-        chunks = [metrics[i : i + LATEX_COLUMNS] for i in range(0, len(metrics), LATEX_COLUMNS)]
-        for part, chunk in enumerate(chunks, start=1):
-            name = slug(group) if len(chunks) == 1 else f"{slug(group)}-{part}"
-            best = {m: best_variant(report.summary, m) for m in chunk}
-            rows = []
-            for variant, row in zip(variants, metric_matrix(report.summary, chunk, variants), strict=True):
-                cells = []
-                for metric, entry in zip(chunk, row, strict=True):
-                    if entry is None:
-                        cells.append("--")
-                        continue
-                    mean = _fmt(entry["mean"])
-                    mean = f"\\textbf{{{mean}}}" if best[metric] == variant else mean
-                    cells.append(f"{mean} {{\\scriptsize [{_fmt(entry['low'])}, {_fmt(entry['high'])}]}}")
-                rows.append([_tex(variant), *cells])
-            caption = (
-                f"{_tex(study.name)}: {_tex(group)} metrics"
-                f"{f' ({part}/{len(chunks)})' if len(chunks) > 1 else ''}, mean and {level}\\% bootstrap "
-                "interval over inputs $\\times$ seeds."
-            )
-            header = ["Method", *(_tex_header(report.summary, m) for m in chunk)]
-            files[f"tables/{name}.tex"] = _latex_table(
-                out / f"{name}.tex", caption, f"{study.name}-{name}", header, rows, "l" + "c" * len(chunk)
-            )
-    rows = []
-    for v in study.methods:
-        settings = ", ".join(f"{k}={val}" for k, val in v.overrides.items()) or "defaults"
-        budget = _fmt(v.budget_s) if v.budget_s else "--"
-        rows.append([_tex(v.label), f"{_tex(v.method)} ({_tex(_method_version(v.method))})", _tex(settings), budget])
-    header = ["Variant", "Method (version)", "Settings", "Budget (s)"]
-    caption = f"{_tex(study.name)}: methods and settings."
-    files["tables/setup.tex"] = _latex_table(out / "setup.tex", caption, f"{study.name}-setup", header, rows, "llll")
-    return files
+@dataclass(frozen=True)
+class Bold:
+    text: str
 
 
-def _latex_table(path: Path, caption: str, label: str, header: list[str], rows: list[list[str]], spec: str) -> Path:
-    lines = [
-        "% Generated by `python -m eval study report`; needs \\usepackage{booktabs}.",
-        "\\begin{table}[t]",
-        "\\centering",
-        "\\small",
-        f"\\caption{{{caption}}}",
-        f"\\label{{tab:{slug(label)}}}",
-        f"\\begin{{tabular}}{{{spec}}}",
+@dataclass(frozen=True)
+class Small:
+    """Text set smaller in LaTeX (an interval beside its mean); plain elsewhere."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Math:
+    tex: str
+    md: str
+
+
+@dataclass(frozen=True)
+class Ref:
+    label: str  # tab:... or fig:...
+
+
+Seg = str | Cite | Code | Bold | Small | Math | Ref
+Text = list[Seg]
+
+
+def text(value: Any) -> Text:
+    """A cell or an entry as segments: a value that is not a list is one plain-text segment."""
+    return value if isinstance(value, list) else [str(value)]
+
+
+@dataclass
+class Table:
+    label: str  # "" for a table nothing refers to (not numbered)
+    caption: Text
+    header: list[Text]
+    rows: list[list[Text]]
+    align: str = ""  # LaTeX column spec
+
+    def __post_init__(self) -> None:  # a cell given as a plain value is one plain-text segment
+        self.header = [text(h) for h in self.header]
+        self.rows = [[text(c) for c in row] for row in self.rows]
+
+
+@dataclass
+class Figure:
+    label: str  # "" for an unnumbered figure
+    path: str  # relative to the document's folder
+    caption: Text
+    width: float = 0.9  # of the line, in LaTeX
+    link: str | None = None  # an interactive version (HTML / Markdown)
+
+
+@dataclass
+class Doc:
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    methods: dict[str, object] = field(default_factory=dict)  # citation key -> method without paper metadata
+
+    def h(self, level: int, heading: str) -> None:
+        self.blocks.append(("h", (level, heading)))
+
+    def p(self, *segs: Seg) -> None:
+        self.blocks.append(("p", list(segs)))
+
+    def items(self, entries: list[Text] | list[str]) -> None:
+        if entries:
+            self.blocks.append(("ul", [text(e) for e in entries]))
+
+    def table(self, table: Table) -> None:
+        self.blocks.append(("table", table))
+
+    def figure(self, figure: Figure) -> None:
+        self.blocks.append(("fig", figure))
+
+    def tables(self) -> list[Table]:
+        return [data for kind, data in self.blocks if kind == "table"]
+
+    def cited(self) -> list[str]:
+        keys: list[str] = []
+
+        def walk(segs: Text) -> None:
+            keys.extend(k for s in segs if isinstance(s, Cite) for k in s.keys)
+
+        for kind, data in self.blocks:
+            if kind == "p":
+                walk(data)
+            elif kind == "ul":
+                for e in data:
+                    walk(e)
+            elif kind == "table":
+                walk(data.caption)
+                for row in [data.header, *data.rows]:
+                    for cell in row:
+                        walk(cell)
+            elif kind == "fig":
+                walk(data.caption)
+        return list(dict.fromkeys(keys))
+
+    def numbers(self) -> dict[str, int]:
+        out, counts = {}, {"table": 0, "fig": 0}
+        for kind, data in self.blocks:
+            if kind in counts and data.label:
+                counts[kind] += 1
+                out[data.label] = counts[kind]
+        return out
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one kind of document is typeset; the content is the same model either way."""
+
+    escape_markdown: bool = True  # plain text escaped in Markdown (else written as it is, tables aside)
+    title: str = "{}"  # the level-1 heading's wording in Markdown
+    latex_title: str = "\\chapter{{{}}}"  # the level-1 heading in LaTeX (its text escaped)
+    latex_sections: tuple[str, ...] = ("subsection", "subsubsection", "paragraph")  # levels 2, 3, 4
+    latex_preamble: str = ""
+    latex_graphics_dir: str = ""  # put before a figure's path in \includegraphics
+    table_placement: str = "htbp"
+    fit_tables: bool = True  # tables wider than the line shrink to it (\trilemmafit, defined in the preamble)
+    html_style: str = ""
+
+
+# ----------------------------------------------------------------------------- LaTeX
+
+_TEX_CHARS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "–": "--",
+    "—": "---",
+    "×": r"$\times$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "²": r"$^2$",
+    "³": r"$^3$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "±": r"$\pm$",
+    "°": r"$^\circ$",
+    "τ": r"$\tau$",
+    "·": r"$\cdot$",
+    "…": r"\ldots{}",
+    "\n": " ",
+}
+
+
+def tex(value: Any) -> str:
+    """Plain text as LaTeX: special characters escaped; other non-ASCII reduced to ASCII (or '?')."""
+    out = []
+    for ch in str(value):
+        if ch in _TEX_CHARS:
+            out.append(_TEX_CHARS[ch])
+        elif ord(ch) < 128:
+            out.append(ch if ch.isprintable() else " ")
+        else:
+            ascii_ = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            out.append("".join(_TEX_CHARS.get(c, c) for c in ascii_) or "?")
+    return "".join(out)
+
+
+def _ref_kind(label: str) -> str:
+    return "Table" if label.startswith("tab:") else "Figure"
+
+
+def tex_text(segs: Text) -> str:
+    out = []
+    for s in segs:
+        if isinstance(s, str):
+            out.append(tex(s))
+        elif isinstance(s, Cite):
+            out.append(f"~\\cite{{{','.join(s.keys)}}}")
+        elif isinstance(s, Code):
+            out.append(f"\\texttt{{{tex(s.text)}}}")
+        elif isinstance(s, Bold):
+            out.append(f"\\textbf{{{tex(s.text)}}}")
+        elif isinstance(s, Small):
+            out.append(f"{{\\scriptsize {tex(s.text)}}}")
+        elif isinstance(s, Math):
+            out.append(f"${s.tex}$")
+        elif isinstance(s, Ref):
+            out.append(f"{_ref_kind(s.label)}~\\ref{{{s.label}}}")
+    return "".join(out)
+
+
+def latex_table(t: Table, style: Style) -> str:
+    tabular = [
+        f"\\begin{{tabular}}{{{t.align}}}",
         "\\toprule",
-        " & ".join(header) + " \\\\",
+        " & ".join(tex_text(h) for h in t.header) + " \\\\",
         "\\midrule",
-        *(" & ".join(row) + " \\\\" for row in rows),
+        *(" & ".join(tex_text(c) for c in row) + " \\\\" for row in t.rows),
         "\\bottomrule",
         "\\end{tabular}",
-        "\\end{table}",
-        "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def _tex_header(summary: pd.DataFrame, metric: str) -> str:
-    hib = summary.loc[summary["metric"] == metric, "higher_is_better"].iloc[0]
-    arrow = {"higher": " $\\uparrow$", "lower": " $\\downarrow$"}.get(hib, "")
-    return _tex(metric) + arrow
-
-
-def _method_version(method_id: str) -> str:
-    import methods
-
-    return str(methods.get(method_id).version)
-
-
-class Doc:
-    """A small document model written both as Markdown and as HTML."""
-
-    def __init__(self) -> None:
-        self.blocks: list[tuple[str, Any]] = []
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def items(self, entries: list[str]) -> None:
-        self.blocks.append(("ul", entries))
-
-    def table(self, header: list[str], rows: list[list[Any]]) -> None:
-        self.blocks.append(("table", (header, rows)))
-
-    def image(self, path: str, alt: str, link: str | None = None) -> None:
-        self.blocks.append(("img", (path, alt, link)))
-
-    def markdown(self) -> str:
-        out = []
-        for kind, data in self.blocks:
-            if kind == "h":
-                out.append("#" * data[0] + " " + data[1])
-            elif kind == "p":
-                out.append(data)
-            elif kind == "ul":
-                out.append("\n".join(f"- {e}" for e in data))
-            elif kind == "table":
-                header, rows = data
-                lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-                lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-                out.append("\n".join(lines))
-            elif kind == "img":
-                path, alt, link = data
-                img = f"![{alt}]({path})"
-                out.append(f"{img} ([interactive]({link}))" if link else img)
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        body = []
-        for kind, data in self.blocks:
-            if kind == "h":
-                body.append(f"<h{data[0]}>{html.escape(data[1])}</h{data[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{_inline_html(data)}</p>")
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{_inline_html(e)}</li>" for e in data) + "</ul>")
-            elif kind == "table":
-                header, rows = data
-                head = "".join(f"<th>{_inline_html(str(h))}</th>" for h in header)
-                trs = "".join("<tr>" + "".join(f"<td>{_inline_html(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
-            elif kind == "img":
-                path, alt, link = data
-                img = f'<img src="{html.escape(path)}" alt="{html.escape(alt)}">'
-                more = f' <a href="{html.escape(link)}">interactive</a>' if link else ""
-                body.append(f"<figure>{img}<figcaption>{html.escape(alt)}{more}</figcaption></figure>")
-        style = (
-            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-            "table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}"
-            "th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}code{background:#f3f3f3;padding:0 .2em}"
-        )
-        return (
-            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-        )
-
-
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _inline_html(text: str) -> str:
-    """Markdown's **bold** and `code` in HTML, everything else escaped."""
-    out = html.escape(text)
-    parts = out.split("`")
-    out = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-    parts = out.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def build_document(study: Study, store: Store, report: Report, human: pd.DataFrame, grids: dict[str, Path]) -> Doc:
-    import methods
-
-    doc = Doc()
-    cells = report.cells
-    doc.h(1, f"Study: {study.name}")
-    if study.description:
-        doc.p(study.description)
-    counts = cells["status"].value_counts().to_dict()
-    doc.p(f"{len(cells)} cells: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + ".")
-    for note in report.notes:
-        doc.p(f"Note: {note}.")
-
-    doc.h(2, "Experimental setup")
-    doc.h(3, "Inputs")
-    doc.table(
-        ["input set", "modality", "items", "source", "provenance"],
-        [[s.name, s.modality, len(s.items), s.source, s.provenance or "–"] for s in study.inputs],
-    )
-    doc.h(3, "Methods")
-    rows = []
-    for v in study.methods:
-        m = methods.get(v.method)
-        settings = ", ".join(f"{k}={val}" for k, val in v.overrides.items()) or "defaults"
-        rows.append(
-            [
-                v.label,
-                f"{m.label} (`{m.id}` v{m.version})",
-                m.family,
-                settings,
-                f"{v.budget_s:g} s" if v.budget_s else "none",
-            ]
-        )
-    doc.table(["variant", "method", "family", "settings", "budget per cell"], rows)
-    doc.items(
+    if style.fit_tables:
+        tabular = ["\\trilemmafit{%", *tabular[:-1], tabular[-1] + "}"]
+    return "\n".join(
         [
-            f"Seeds: {', '.join(map(str, study.seeds))} (each cell: one input, one method variant, one seed).",
-            _protocol_line(study),
-            (
-                f"Quality in the plots: `{report.quality}`"
-                if report.quality
-                else "Quality in the plots: none, the study measured no quality measure (R-precision, CLIP score, "
-                "reference F-score or Chamfer, held-out PSNR), so the quality plots are left out"
-            )
-            + f"; time: `{TIME_METRIC}` (the method's "
-            "stages and export, without scoring; a worker's first cell of a method also loads its model, see "
-            "`seconds_load` where the method reports it); diversity: mean pairwise Chamfer-L1 between the seeds' "
-            f"assets ({DIVERSITY_POINTS} surface points each, canonical frame).",
-            f"Intervals: mean over cells with a {round(study.report.confidence * 100)}% percentile bootstrap "
-            f"interval ({study.report.bootstrap} resamples, seed 0).",
+            f"\\begin{{table}}[{style.table_placement}]",
+            "\\centering",
+            "\\small",
+            f"\\caption{{{tex_text(t.caption)}}}",
+            f"\\label{{{t.label}}}",
+            *tabular,
+            "\\end{table}",
         ]
     )
-    doc.h(3, "Hardware and software")
-    doc.table(["hardware", "cells"], _hardware_rows(store, cells))
-    doc.table(["library", "versions"], _version_rows(store, cells))
-    manifest = Path(study.output) / MANIFEST
-    if manifest.exists():
-        last = json.loads(manifest.read_text()).get("last_run", {})
-        doc.p(
-            f"Executor of the last run: {last.get('executor', '–')}. Report written with Python "
-            f"{platform.python_version()} on {platform.platform()}."
-        )
 
-    doc.h(2, "Results")
-    level = round(study.report.confidence * 100)
-    variants = list(dict.fromkeys(cells["variant"]))
-    for group, metrics in table_groups(report):
-        doc.h(3, f"{group.capitalize()} metrics (mean [{level}% interval])")
-        best = {m: best_variant(report.summary, m) for m in metrics}
-        header = [
-            "variant",
-            *[m + {"higher": " ↑", "lower": " ↓"}.get(_direction(report.summary, m), "") for m in metrics],
-        ]
-        rows = []
-        for variant, row in zip(variants, metric_matrix(report.summary, metrics, variants), strict=True):
-            out = [variant]
-            for metric, entry in zip(metrics, row, strict=True):
-                if entry is None:
-                    out.append("–")
-                    continue
-                mean = _fmt(entry["mean"])
-                out.append(
-                    f"{'**' + mean + '**' if best[metric] == variant else mean} [{_fmt(entry['low'])}, "
-                    f"{_fmt(entry['high'])}] (n={entry['n']})"
+
+def latex(doc: Doc, style: Style) -> str:
+    out = [style.latex_preamble] if style.latex_preamble else []
+    for kind, data in doc.blocks:
+        if kind == "h":
+            level, heading = data
+            if level == 1:
+                out.append(style.latex_title.format(tex(heading)))
+            else:
+                out.append(f"\\{style.latex_sections[level - 2]}{{{tex(heading)}}}")
+        elif kind == "p":
+            out.append(tex_text(data))
+        elif kind == "ul":
+            out.append("\\begin{itemize}\n" + "\n".join(f"\\item {tex_text(e)}" for e in data) + "\n\\end{itemize}")
+        elif kind == "table":
+            out.append(latex_table(data, style))
+        elif kind == "fig":
+            out.append(
+                "\n".join(
+                    [
+                        "\\begin{figure}[htbp]",
+                        "\\centering",
+                        f"\\includegraphics[width={data.width:g}\\linewidth]{{{style.latex_graphics_dir}{data.path}}}",
+                        f"\\caption{{{tex_text(data.caption)}}}",
+                        f"\\label{{{data.label}}}",
+                        "\\end{figure}",
+                    ]
                 )
-            rows.append(out)
-        doc.table(header, rows)
-    doc.h(3, "Seconds and peak memory per method")
-    rows = []
-    for variant in variants:
-        part = cells[(cells["variant"] == variant) & (cells["status"] == "done")]
-        rows.append(
-            [
-                variant,
-                len(part),
-                _fmt(part["seconds_total"].mean()),
-                _fmt(part["seconds_total"].max()),
-                _fmt(part["peak_rss_mb"].max()),
-                _fmt(part["peak_gpu_mb"].max()),
-            ]
-        )
-    doc.table(["variant", "cells done", "mean seconds", "max seconds", "peak RSS (MB)", "peak GPU (MB)"], rows)
-
-    doc.h(2, "Plots")
-    plots = sorted(p for p in report.files if p.endswith(".png") and not p.startswith("renders/"))
-    for name in plots:
-        html_name = name[:-4] + ".html"
-        doc.image(
-            f"plots/{name}", name[:-4].replace("_", " "), f"plots/{html_name}" if html_name in report.files else None
-        )
-    if not plots:
-        doc.p("No plots: no metric has values yet.")
-
-    if not human.empty:
-        doc.h(2, "Human and automatic rankings")
-        doc.table(
-            ["variant", "arena win rate", "votes", "mean Likert", "ratings"],
-            [[r.variant, _fmt(r.win_rate), r.votes, _fmt(r.likert), r.ratings] for r in human.itertuples()],
-        )
-        agreement = ranking_agreement(report.summary, human)
-        doc.table(
-            ["metric", "group", "human score", "variants", "Kendall tau", "p"],
-            [[r.metric, r.group, r.human, r.variants, _fmt(r.tau), _fmt(r.p)] for r in agreement.itertuples()],
-        )
-
-    doc.h(2, "Renders")
-    if grids:
-        for name in grids:
-            doc.image(name, name.split("/", 1)[1][:-4])
-    else:
-        doc.p("No render grids (none requested, or no cell finished).")
-
-    doc.h(2, "Failures")
-    failed = cells[cells["status"].isin(["failed", "timeout"])]
-    if failed.empty:
-        doc.p("No cell failed.")
-    else:
-        doc.table(
-            ["variant", "input", "seed", "status", "error", "run"],
-            [[r.variant, r.input_id, r.seed, r.status, r.error[:200], f"`{r.run_id}`"] for r in failed.itertuples()],
-        )
-    missing = cells[cells["status"] == "not run"]
-    if len(missing):
-        doc.p(f"{len(missing)} cells have not run yet: `python -m eval study run {study.path}` resumes.")
-    return doc
+            )
+    return "\n\n".join(out) + "\n"
 
 
-def _protocol_line(study: Study) -> str:
-    p = study.protocol
-    options = f"; options {json.dumps(p.options)}" if p.options else ""
+# ----------------------------------------------------------------------------- Markdown
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~$])")
+
+
+def md(value: Any) -> str:
+    """Plain text as Markdown: every character Markdown would read as syntax escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", str(value).replace("\n", " "))
+
+
+def _md_cell(value: str) -> str:
+    """A table cell of text written as it is: only what would break the row escaped."""
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+class _Markdown:
+    def __init__(self, doc: Doc, style: Style):
+        self.doc, self.style = doc, style
+        self.numbers = doc.numbers()
+
+    def text(self, segs: Text) -> str:
+        out = []
+        plain = md if self.style.escape_markdown else str
+        for s in segs:
+            if isinstance(s, str):
+                out.append(plain(s))
+            elif isinstance(s, Cite):
+                methods = self.doc.methods
+                out.append(" (" + "; ".join(f"[{md(short_cite(k, methods))}](#ref-{k})" for k in s.keys) + ")")
+            elif isinstance(s, Code):
+                out.append(f"`{s.text.replace('`', '')}`")
+            elif isinstance(s, Bold):
+                out.append(f"**{plain(s.text)}**")
+            elif isinstance(s, Small):
+                out.append(plain(s.text))
+            elif isinstance(s, Math):
+                out.append(f"`{s.md}`")
+            elif isinstance(s, Ref):
+                out.append(f"{_ref_kind(s.label)} {self.numbers.get(s.label, '?')}")
+        return "".join(out)
+
+    def cell(self, segs: Text) -> str:
+        written = self.text(segs)
+        return written if self.style.escape_markdown else _md_cell(written)
+
+    def caption(self, kind: str, label: str, segs: Text) -> str:
+        return f"**{kind} {self.numbers[label]}.** {self.text(segs)}"
+
+    def block(self, kind: str, data: Any) -> str:
+        if kind == "h":
+            level, heading = data
+            return "#" * level + " " + (self.style.title.format(heading) if level == 1 else heading)
+        if kind == "p":
+            return self.text(data)
+        if kind == "ul":
+            return "\n".join(f"- {self.text(e)}" for e in data)
+        if kind == "table":
+            head = "| " + " | ".join(self.cell(h) for h in data.header) + " |"
+            rule = "|" + "---|" * len(data.header)
+            rows = ["| " + " | ".join(self.cell(c) for c in row) + " |" for row in data.rows]
+            above = [self.caption("Table", data.label, data.caption), ""] if data.label else []
+            return "\n".join([*above, head, rule, *rows])
+        # a figure
+        if data.label:
+            n = self.numbers[data.label]
+            return f"![Figure {n}]({data.path})\n\n{self.caption('Figure', data.label, data.caption)}"
+        img = f"![{self.text(data.caption)}]({data.path})"
+        return f"{img} ([interactive]({data.link}))" if data.link else img
+
+
+def markdown(doc: Doc, style: Style) -> str:
+    """The document in Markdown; the cited works listed at the end under "References"."""
+    writer = _Markdown(doc, style)
+    out = [writer.block(kind, data) for kind, data in doc.blocks]
+    keys = doc.cited()
+    if keys:
+        out.append("## References")
+        out.append("\n".join(f'- <a id="ref-{k}"></a>{md(reference_text(k, doc.methods))}' for k in keys))
+    return "\n\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+def _html_text(segs: Text, doc: Doc, numbers: dict[str, int]) -> str:
+    out = []
+    for s in segs:
+        if isinstance(s, str):
+            out.append(html.escape(s))
+        elif isinstance(s, Cite):
+            cites = "; ".join(f'<a href="#ref-{k}">{html.escape(short_cite(k, doc.methods))}</a>' for k in s.keys)
+            out.append(f" ({cites})")
+        elif isinstance(s, Code):
+            out.append(f"<code>{html.escape(s.text)}</code>")
+        elif isinstance(s, Bold):
+            out.append(f"<b>{html.escape(s.text)}</b>")
+        elif isinstance(s, Small):
+            out.append(f"<small>{html.escape(s.text)}</small>")
+        elif isinstance(s, Math):
+            out.append(f"<code>{html.escape(s.md)}</code>")
+        elif isinstance(s, Ref):
+            out.append(f"{_ref_kind(s.label)} {numbers.get(s.label, '?')}")
+    return "".join(out)
+
+
+def html_page(doc: Doc, title: str, style: Style) -> str:
+    """The document as one HTML page (no scripts; images and interactive plots linked)."""
+    numbers = doc.numbers()
+
+    def inline(segs: Text) -> str:
+        return _html_text(segs, doc, numbers)
+
+    body = []
+    for kind, data in doc.blocks:
+        if kind == "h":
+            body.append(f"<h{data[0]}>{html.escape(data[1])}</h{data[0]}>")
+        elif kind == "p":
+            body.append(f"<p>{inline(data)}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{inline(e)}</li>" for e in data) + "</ul>")
+        elif kind == "table":
+            caption = f"<caption>Table {numbers[data.label]}. {inline(data.caption)}</caption>" if data.label else ""
+            head = "".join(f"<th>{inline(h)}</th>" for h in data.header)
+            trs = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in data.rows)
+            body.append(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+        elif kind == "fig":
+            caption = inline(data.caption)
+            if data.label:
+                caption = f"Figure {numbers[data.label]}. {caption}"
+            img = f'<img src="{html.escape(data.path)}" alt="{html.escape(_plain(data.caption))}">'
+            more = f' <a href="{html.escape(data.link)}">interactive</a>' if data.link else ""
+            body.append(f"<figure>{img}<figcaption>{caption}{more}</figcaption></figure>")
+    keys = doc.cited()
+    if keys:
+        body.append("<h2>References</h2>")
+        refs = "".join(f'<li id="ref-{k}">{html.escape(reference_text(k, doc.methods))}</li>' for k in keys)
+        body.append(f"<ul>{refs}</ul>")
     return (
-        f"Metric protocol v{PROTOCOL_VERSION}: CLIP models {', '.join(p.clip_models) or 'the protocol default'}; "
-        f"views {p.views or 'default'}; resolution {p.resolution or 'default'}; R-precision captions: "
-        f"{len(p.captions or [])} from {p.captions_source or '–'}{options}."
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style.html_style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
 
-def _direction(summary: pd.DataFrame, metric: str) -> str:
-    return str(summary.loc[summary["metric"] == metric, "higher_is_better"].iloc[0])
-
-
-def _run_json_column(store: Store, run_ids: list[str], column: str) -> list[dict[str, Any]]:
-    out = []
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
-        rows = store.read(f"SELECT {column} FROM runs WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        out += [json.loads(r[0] or "{}") for r in rows]
-    return out
-
-
-def _hardware_rows(store: Store, cells: pd.DataFrame) -> list[list[Any]]:
-    counts: dict[str, int] = {}
-    for hw in _run_json_column(store, [r for r in cells["run_id"] if r], "hardware"):
-        parts = [
-            hw.get("gpu") and f"{hw['gpu']} ({hw.get('gpu_memory_gb', '?')} GB)",
-            f"{hw.get('cpu_count')} CPUs",
-            hw.get("machine"),
-            hw.get("platform"),
-            f"device {hw.get('device')}",
-        ]
-        key = ", ".join(str(p) for p in parts if p)
-        counts[key] = counts.get(key, 0) + 1
-    return [[k, n] for k, n in counts.items()] or [["no runs recorded", 0]]
-
-
-def _version_rows(store: Store, cells: pd.DataFrame) -> list[list[Any]]:
-    seen: dict[str, set[str]] = {}
-    for versions in _run_json_column(store, [r for r in cells["run_id"] if r], "versions"):
-        for lib, version in versions.items():
-            seen.setdefault(lib, set()).add(str(version))
-    return [[lib, ", ".join(sorted(v))] for lib, v in sorted(seen.items())] or [["no runs recorded", ""]]
+def _plain(segs: Text) -> str:
+    return "".join(s if isinstance(s, str) else getattr(s, "text", getattr(s, "md", "")) for s in segs)

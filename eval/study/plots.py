@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,14 +20,12 @@ from eval.study.spec import Study
 from eval.study.tables import (
     COST_METRICS,
     DIVERSITY_METRIC,
+    Report,
     ranking_agreement,
     slug,
     trilemma_frame,
     variant_points,
 )
-
-if TYPE_CHECKING:
-    from eval.study.report import Report
 
 
 def write_plots(report: Report, out: Path, human: pd.DataFrame | None = None) -> dict[str, Path]:

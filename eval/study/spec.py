@@ -26,7 +26,7 @@ import yaml
 import methods
 from eval.judging.protocol import PROTOCOL_VERSION
 from eval.runs.store import outputs_dir
-from eval.study.cells import Cell, expand_cells
+from eval.study.cells import Cell, DuplicateCell, cell_key, file_digest
 from eval.study.prompts import PromptFileError, provenance, read_prompts
 from methods.base import IMAGE_SUFFIXES, Inputs, InvalidInput, InvalidSettings, MethodError, load_image
 
@@ -195,6 +195,53 @@ class Protocol:
         if self.captions:
             out["captions"] = list(self.captions)
         return out
+
+
+def expand_cells(
+    items: list[InputItem], variants: list[MethodVariant], seeds: list[int], protocol: dict[str, Any]
+) -> list[Cell]:
+    """Every (method variant, input, seed) cell whose modality the method takes, method-major so that
+    a method's model stays loaded across its cells. DuplicateCell when two cells share a key."""
+    cells: list[Cell] = []
+    seen: dict[str, Cell] = {}
+    references = {i.reference_mesh: file_digest(i.reference_mesh) for i in items if i.reference_mesh}
+    for variant in variants:
+        method = methods.get(variant.method)
+        for item in items:
+            if item.modality not in method.modalities:
+                continue
+            defaults = method.default_settings(item.modality)
+            for seed in seeds:
+                settings = type(defaults).from_dict({**variant.overrides, "seed": seed}, base=defaults).to_dict()
+                key = cell_key(
+                    method.id,
+                    method.version,
+                    settings,
+                    seed,
+                    item.inputs_hash,
+                    protocol,
+                    references.get(item.reference_mesh),
+                )
+                cell = Cell(
+                    key,
+                    method.id,
+                    str(method.version),
+                    variant.label,
+                    settings,
+                    seed,
+                    item.id,
+                    item.label,
+                    item.modality,
+                    item.inputs_hash,
+                    variant.budget_s,
+                )
+                if key in seen:
+                    raise DuplicateCell(
+                        f"duplicated cell: {cell.title} computes the same as {seen[key].title}", variant.line
+                    )
+                seen[key] = cell
+                cells.append(cell)
+    return cells
 
 
 @dataclass

@@ -11,7 +11,9 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,9 +22,6 @@ from eval.runs.store import Store
 from eval.study.executors import TIMEOUT
 from eval.study.run import finished_cells
 from eval.study.spec import Study
-
-if TYPE_CHECKING:
-    from eval.study.report import Report
 
 GROUP_ORDER = ("alignment", "image", "geometry", "diversity", "cost")
 COST_METRICS = ("seconds_total", "peak_rss_mb", "peak_gpu_mb")
@@ -41,6 +40,33 @@ CELL_COLUMNS = [
     "modality",
     "seed",
 ]
+
+
+@dataclass
+class Report:
+    """The study's tables (and, once written, the report's files): what the report and the chapter draw."""
+
+    out_dir: Path
+    cells: pd.DataFrame
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    quality: str | None
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def study_tables(study: Study, store: Store) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str | None]:
+    """(cells, results, summary, quality) of a study: the summary has the seed-diversity rows added,
+    quality is the metric shown as quality (:func:`pick_quality`)."""
+    opts = study.report
+    cells = cell_table(study, store)
+    results = result_table(cells, store)
+    summary = summarize(results, opts.bootstrap, opts.confidence)
+    diversity = diversity_rows(cells)
+    if len(diversity):
+        extra = diversity.assign(group="diversity", metric=DIVERSITY_METRIC, unit="", higher_is_better="higher")
+        summary = pd.concat([summary, summarize(extra, opts.bootstrap, opts.confidence)], ignore_index=True)
+    return cells, results, summary, pick_quality(summary, study.protocol.quality)
 
 
 def slug(text: str) -> str:
@@ -335,3 +361,37 @@ def best_variant(summary: pd.DataFrame, metric: str) -> str | None:
     best = part["mean"].max() if part["higher_is_better"].iloc[0] == "higher" else part["mean"].min()
     winners = part[part["mean"] == best]
     return str(winners["variant"].iloc[0]) if len(winners) == 1 else None  # a tie marks no one
+
+
+def _run_json_column(store: Store, run_ids: list[str], column: str) -> list[dict[str, Any]]:
+    out = []
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        rows = store.read(f"SELECT {column} FROM runs WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        out += [json.loads(r[0] or "{}") for r in rows]
+    return out
+
+
+def hardware_rows(store: Store, cells: pd.DataFrame) -> list[list[Any]]:
+    """(machine, cells) for the machines the cells' runs recorded."""
+    counts: dict[str, int] = {}
+    for hw in _run_json_column(store, [r for r in cells["run_id"] if r], "hardware"):
+        parts = [
+            hw.get("gpu") and f"{hw['gpu']} ({hw.get('gpu_memory_gb', '?')} GB)",
+            f"{hw.get('cpu_count')} CPUs",
+            hw.get("machine"),
+            hw.get("platform"),
+            f"device {hw.get('device')}",
+        ]
+        key = ", ".join(str(p) for p in parts if p)
+        counts[key] = counts.get(key, 0) + 1
+    return [[k, n] for k, n in counts.items()] or [["no runs recorded", 0]]
+
+
+def version_rows(store: Store, cells: pd.DataFrame) -> list[list[Any]]:
+    """(library, versions) the cells' runs recorded, the versions joined by ", "."""
+    seen: dict[str, set[str]] = {}
+    for versions in _run_json_column(store, [r for r in cells["run_id"] if r], "versions"):
+        for lib, version in versions.items():
+            seen.setdefault(lib, set()).add(str(version))
+    return [[lib, ", ".join(sorted(v))] for lib, v in sorted(seen.items())] or [["no runs recorded", ""]]
