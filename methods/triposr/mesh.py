@@ -90,21 +90,22 @@ def bake_texture(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A UV atlas (xatlas) and its texture: the decoder's colour at each texel's surface point.
 
-    Texels are found with the project's rasteriser (``eval.judging.render``) in UV space; empty texels take the
-    nearest baked colour so that bilinear lookups at chart borders do not bleed background.
+    Texels are found with the project's rasteriser (``methods.raster``, the one under
+    ``eval.judging.render``) in UV space; empty texels take the nearest baked colour so that bilinear
+    lookups at chart borders do not bleed background.
     Returns (vertices (V', 3) official frame, faces (F, 3), uv (V', 2) with v up, texture (R, R, 3) in [0, 1]).
     """
     import xatlas
     from scipy import ndimage
 
-    from eval.judging.render import _raster_triangles
+    from methods.raster import raster_triangles
 
     vmapping, indices, uvs = xatlas.parametrize(vertices.astype(np.float32), faces.astype(np.uint32))
     new_vertices = vertices[vmapping.astype(np.int64)]
     new_faces = indices.astype(np.int64)
     sx = torch.from_numpy(uvs[:, 0].astype(np.float64) * resolution)
     sy = torch.from_numpy((1.0 - uvs[:, 1].astype(np.float64)) * resolution)  # texture row 0 is v = 1
-    pid, bary = _raster_triangles(sx, sy, torch.ones_like(sx), torch.from_numpy(new_faces), resolution)
+    pid, bary = raster_triangles(sx, sy, torch.ones_like(sx), torch.from_numpy(new_faces), resolution)
     covered = (pid >= 0).numpy()
     texture = np.zeros((resolution * resolution, 3), np.float32)
     if covered.any():
