@@ -25,6 +25,7 @@ from methods.families import data, diffusion, models, sde, text
 from methods.families.nets import NetConfig, UNet3D, multi_hot
 from methods.families.sample import grid_to_asset, weights_path
 from methods.families.train import Trainer, caption_tokens
+from tests.generators import drive
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = NetConfig(channels=(4, 8, 8), cond_dim=16, word_dim=8, latent_dim=8, groups=4)
@@ -345,12 +346,7 @@ needs_weights = pytest.mark.skipif(bool(_missing_weights()), reason=f"weights no
 
 
 def _run(method_id: str, prompt: str, **overrides):
-    gen = methods.run(method_id, Inputs.text(prompt), overrides or None)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drive(methods.run(method_id, Inputs.text(prompt), overrides or None))[1]
 
 
 def _chamfer(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,15 +16,11 @@ from eval.runs.runner import execute
 from eval.runs.store import Store
 from methods.base import Inputs, InvalidInput
 from methods.nerf.video import check_motion, read_video, write_video
+from tests.generators import drive
 
 
 def _run(inputs: Inputs, **settings) -> methods.Asset:
-    gen = methods.run("nerf", inputs, settings or None)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drive(methods.run("nerf", inputs, settings or None))[1]
 
 
 def _video(path: Path, frames: np.ndarray) -> Inputs:

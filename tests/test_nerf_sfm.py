@@ -9,6 +9,7 @@ import pytest
 
 from methods.base import InvalidInput
 from tests import nerf_scenes as ns
+from tests.generators import drive
 
 pytest.importorskip("pycolmap")
 
@@ -20,12 +21,8 @@ FOCAL_TOLERANCE = 0.03  # relative
 
 
 def _drain(gen):
-    lines = []
-    while True:
-        try:
-            lines.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, lines
+    lines, value = drive(gen)
+    return value, lines
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from methods import registry
 from methods.base import CheckpointError, InvalidSettings, MethodUnavailable
 from methods.point_e import PointE, PointEImageSettings, PointETextSettings, checkpoints, configs
 from methods.point_e.models import build_model
+from tests.generators import drive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,13 +54,7 @@ def save_checkpoint(name: str, folder: Path, seed: int = 0) -> Path:
     return path
 
 
-def drain(gen):
-    items = []
-    while True:
-        try:
-            items.append(next(gen))
-        except StopIteration as done:
-            return items, done.value
+drain = drive  # (progress events, returned value)
 
 
 # ----------------------------------------------------------------------------- the light spec

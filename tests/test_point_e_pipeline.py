@@ -20,6 +20,7 @@ from methods.base import Asset, CheckpointError, Inputs, InvalidInput, InvalidSe
 from methods.point_e import configs
 from methods.point_e.clip import CLIPConditioner, check_foreground, composite_on_white, preprocess
 from methods.point_e.models import build_model
+from tests.generators import drive
 
 CLIP_TEXT_DIM, CLIP_WIDTH, CLIP_IMAGE, CLIP_PATCH = 16, 32, 32, 2  # a 16 x 16 patch grid, as ViT-L/14 at 224
 
@@ -253,7 +254,7 @@ def test_bad_input_fails_before_any_loading(tiny_point_e, inputs, error, match):
     method = registry.get("point-e")
     settings = method.default_settings(inputs.modality).replace(**tiny_point_e)
     with pytest.raises(error, match=match):
-        _drain(method.run(inputs, settings))
+        drive(method.run(inputs, settings))
     assert runtime.cached_model_keys() == []
 
 
@@ -269,14 +270,5 @@ def test_a_checkpoint_of_another_config_is_named(tiny_point_e, tmp_path):
         _run(Inputs.text("a red chair"), tiny_point_e)
 
 
-def _drain(gen):
-    items = []
-    while True:
-        try:
-            items.append(next(gen))
-        except StopIteration as done:
-            return items, done.value
-
-
 def _run(inputs: Inputs, settings: dict):
-    return _drain(methods.run("point-e", inputs, settings))
+    return drive(methods.run("point-e", inputs, settings))

@@ -25,6 +25,7 @@ from eval.runs.store import Store
 from eval.study import (
     LocalExecutor,
     RayExecutor,
+    Study,
     StudyFileError,
     StudyInterrupted,
     bootstrap_ci,
@@ -175,13 +176,18 @@ def test_run_is_interrupted_and_resumed_without_redoing_finished_cells(tmp_path:
     assert manifest["name"] == "tiny" and manifest["running"] is False and manifest["last_run"]["failed"] == 2
 
 
-def test_a_cell_past_its_budget_is_recorded_as_a_timeout(tmp_path: Path):
-    path = tmp_path / "slow.yaml"
+def _one_cube(tmp_path: Path, name: str, budget_s: float, settings: str) -> Study:
+    """A study of one cell: test-cube on 'a box' with ``budget_s`` and ``settings`` (YAML flow)."""
+    path = tmp_path / f"{name}.yaml"
     path.write_text(
-        f"name: slow\noutput: {tmp_path / 'out'}\nstore: {tmp_path / 's.db'}\ninputs:\n  - prompts: ['a box']\n"
-        "methods:\n  - id: test-cube\n    budget_s: 0.2\n    settings: {delay_s: 3}\n"
+        f"name: {name}\noutput: {tmp_path / 'out'}\nstore: {tmp_path / 's.db'}\ninputs:\n  - prompts: ['a box']\n"
+        f"methods:\n  - id: test-cube\n    budget_s: {budget_s}\n    settings: {settings}\n"
     )
-    study = load_study(path)
+    return load_study(path)
+
+
+def test_a_cell_past_its_budget_is_recorded_as_a_timeout(tmp_path: Path):
+    study = _one_cube(tmp_path, "slow", 0.2, "{delay_s: 3}")
     started = time.monotonic()
     summary = run_study(study, progress=False)
     assert summary.timeouts == 1 and time.monotonic() - started < 3
@@ -191,12 +197,7 @@ def test_a_cell_past_its_budget_is_recorded_as_a_timeout(tmp_path: Path):
 
 
 def test_a_worker_that_stops_answering_is_killed_at_budget_plus_grace(tmp_path: Path):
-    path = tmp_path / "stuck.yaml"
-    path.write_text(
-        f"name: stuck\noutput: {tmp_path / 'out'}\nstore: {tmp_path / 's.db'}\n"
-        "inputs:\n  - prompts: ['a box']\nmethods:\n  - id: test-cube\n    budget_s: 0.5\n    settings: {block_s: 60}\n"
-    )
-    study = load_study(path)
+    study = _one_cube(tmp_path, "stuck", 0.5, "{block_s: 60}")
     started = time.monotonic()
     summary = run_study(study, executor=LocalExecutor([""], grace_s=0.5), progress=False)
     assert summary.timeouts == 1 and time.monotonic() - started < 40  # killed, not a minute of sleep

@@ -22,6 +22,7 @@ import methods
 from methods import registry, runtime
 from methods.base import Asset, CheckpointError, Inputs, InvalidInput, MethodError
 from methods.triposr import TripoSRSettings, TripoSRTextSettings, checkpoints, mesh, preprocess
+from tests.generators import drive
 from tests.tiny_triposr import build_tiny_triposr, reference_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +41,7 @@ def _release():
 
 
 def _run(inputs: Inputs, settings):
-    gen = methods.run("triposr", inputs, settings)
-    progress = []
-    while True:
-        try:
-            progress.append(next(gen))
-        except StopIteration as stop:
-            return progress, stop.value
+    return drive(methods.run("triposr", inputs, settings))
 
 
 def _settings(checkpoint: Path, **extra) -> TripoSRSettings:

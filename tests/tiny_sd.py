@@ -132,13 +132,7 @@ def stable_diffusion_components(
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = tokenizer or byte_level_tokenizer()
-    text_config = {
-        "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": 1,
-        **text_encoder,
-    }
+    text_config = _text_config(tokenizer, text_encoder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return {
@@ -148,6 +142,17 @@ def stable_diffusion_components(
             "tokenizer": tokenizer,
             "scheduler": DDPMScheduler(**SD_SCHEDULER),
         }
+
+
+def _text_config(tokenizer, sizes: dict[str, Any]) -> dict[str, Any]:
+    """A CLIP text config for ``tokenizer`` (its vocabulary and special tokens) with the given sizes."""
+    return {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": 1,
+        **sizes,
+    }
 
 
 def build_stable_diffusion(
@@ -174,13 +179,7 @@ def build_tiny_clip(path: str | Path, seed: int = 0) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = byte_level_tokenizer()
-    text = {
-        "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": 1,
-        **TINY_CLIP_TEXT,
-    }
+    text = _text_config(tokenizer, TINY_CLIP_TEXT)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=TINY_CLIP_VISION, projection_dim=16)).eval()

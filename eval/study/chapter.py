@@ -245,6 +245,10 @@ class _Builder:
     def label(self, kind: str, d: StudyData, name: str) -> str:
         return f"{kind}:{slug(d.name)}-{slug(name)}".replace("_", "-").replace(".", "-")
 
+    def table(self, d: StudyData, name: str, caption: str, header: list, rows: list, align: str) -> None:
+        """A table of study ``d`` named ``name`` (its label says both), with a one-sentence caption."""
+        self.doc.table(Table(self.label("tab", d, name), [caption], header, rows, align))
+
     def study_heading(self, level: int, d: StudyData) -> None:
         if self.several:
             self.doc.h(level, f"Study {d.name}")
@@ -298,15 +302,9 @@ class _Builder:
                 [[x.name], [x.modality], [str(len(x.items))], [public(x.source)], [public(x.provenance or "not given")]]
                 for x in s.inputs
             ]
-            doc.table(
-                Table(
-                    self.label("tab", d, "inputs"),
-                    [f"Inputs of study {s.name}: each set with its provenance and item count."],
-                    [["Set"], ["Modality"], ["Items"], ["Source"], ["Provenance"]],
-                    rows,
-                    "llrp{0.25\\linewidth}p{0.35\\linewidth}",
-                )
-            )
+            caption = f"Inputs of study {s.name}: each set with its provenance and item count."
+            header = ["Set", "Modality", "Items", "Source", "Provenance"]
+            self.table(d, "inputs", caption, header, rows, "llrp{0.25\\linewidth}p{0.35\\linewidth}")
             listed = [[Code(i.id), ": ", i.label] for i in items[:MAX_ROWS]]
             if len(items) > MAX_ROWS:
                 listed.append([f"and {len(items) - MAX_ROWS} more (cells.csv of the study report)"])
@@ -321,15 +319,10 @@ class _Builder:
                     name.append(Cite(keys))
                 budget = f"{v.budget_s:g}" if v.budget_s else "none"
                 rows.append([[v.label], name, [m.family], [settings], [budget]])
-            doc.table(
-                Table(
-                    self.label("tab", d, "methods"),
-                    [f"Methods of study {s.name}: variant, method and version, family, settings, budget per cell."],
-                    [["Variant"], ["Method (version)"], ["Family"], ["Settings"], ["Budget (s)"]],
-                    rows,
-                    "p{0.16\\linewidth}p{0.26\\linewidth}p{0.16\\linewidth}p{0.24\\linewidth}r",
-                )
-            )
+            caption = f"Methods of study {s.name}: variant, method and version, family, settings, budget per cell."
+            header = ["Variant", "Method (version)", "Family", "Settings", "Budget (s)"]
+            align = "p{0.16\\linewidth}p{0.26\\linewidth}p{0.16\\linewidth}p{0.24\\linewidth}r"
+            self.table(d, "methods", caption, header, rows, align)
             p = s.protocol
             views = p.views or 8
             resolution = p.resolution or 224
@@ -348,13 +341,13 @@ class _Builder:
             doc.h(3, "Hardware and software")
             label = "tab:trilemma-hardware"
             doc.table(
-                Table(label, ["Hardware the cells ran on."], [["Hardware"], ["Cells"]], hardware, "p{0.75\\linewidth}r")
+                Table(label, ["Hardware the cells ran on."], ["Hardware", "Cells"], hardware, "p{0.75\\linewidth}r")
             )
             doc.table(
                 Table(
                     "tab:trilemma-versions",
                     ["Library versions recorded with the runs."],
-                    [["Library"], ["Versions"]],
+                    ["Library", "Versions"],
                     versions,
                     "lp{0.6\\linewidth}",
                 )
@@ -847,7 +840,7 @@ class _Builder:
                         f"Paired differences in study {d.name}: mean of (first minus second) over shared input-seed "
                         f"pairs, {level}% paired-bootstrap interval; significant when it excludes 0."
                     ],
-                    [["Metric"], ["Pair"], ["Mean difference"], [f"{level}% interval"], ["Pairs"], ["Significant"]],
+                    ["Metric", "Pair", "Mean difference", f"{level}% interval", "Pairs", "Significant"],
                     rows,
                     "llcccc",
                 )
@@ -895,7 +888,7 @@ class _Builder:
                 label,
                 [f"Kendall's tau-b between metric rankings of the variants in study {d.name} (larger is better "
                  "on every metric after orientation)."],
-                [["Metric"], ["Metric"], ["Variants"], ["tau"], ["p"]],
+                ["Metric", "Metric", "Variants", "tau", "p"],
                 [[[Code(r.a)], [Code(r.b)], [str(r.variants)], [fmt(r.tau)], [fmt(r.p)]] for r in table.itertuples()],
                 "llccc",
             )
@@ -955,7 +948,7 @@ class _Builder:
                 label,
                 [f"Human judgement in study {d.name}: arena win rate (ties and both-bad count half) and mean Likert "
                  "score (overall criterion), with the votes and ratings they rest on."],
-                [["Variant"], ["Win rate"], ["Votes"], ["Mean Likert"], ["Ratings"]],
+                ["Variant", "Win rate", "Votes", "Mean Likert", "Ratings"],
                 [
                     [[r.variant], [fmt(r.win_rate)], [str(r.votes)], [fmt(r.likert)], [str(r.ratings)]]
                     for r in h.itertuples()
@@ -981,16 +974,9 @@ class _Builder:
         )
         rows = [[[v], [s], [str(len(g))], [e]] for (v, s, e), g in grouped]
         more = len(rows) - MAX_ROWS
-        rows = rows[:MAX_ROWS] + ([[["..."], [""], [""], [f"{more} more kinds of error"]]] if more > 0 else [])
-        doc.table(
-            Table(
-                self.label("tab", d, "failures"),
-                [f"Failed and timed-out cells of study {d.name}, by error."],
-                [["Variant"], ["Status"], ["Cells"], ["Error"]],
-                rows,
-                "llrp{0.5\\linewidth}",
-            )
-        )
+        rows = rows[:MAX_ROWS] + ([["...", "", "", f"{more} more kinds of error"]] if more > 0 else [])
+        caption = f"Failed and timed-out cells of study {d.name}, by error."
+        self.table(d, "failures", caption, ["Variant", "Status", "Cells", "Error"], rows, "llrp{0.5\\linewidth}")
 
 
 def file_stem(text: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,20 +52,20 @@ class Cite:
 
 
 @dataclass(frozen=True)
-class Code:
+class _Marked:
     text: str
 
 
-@dataclass(frozen=True)
-class Bold:
-    text: str
+class Code(_Marked):
+    """Code or a name from the code: monospace."""
 
 
-@dataclass(frozen=True)
-class Small:
+class Bold(_Marked):
+    """Bold (the best value of a column)."""
+
+
+class Small(_Marked):
     """Text set smaller in LaTeX (an interval beside its mean); plain elsewhere."""
-
-    text: str
 
 
 @dataclass(frozen=True)
@@ -230,24 +231,29 @@ def _ref_kind(label: str) -> str:
     return "Table" if label.startswith("tab:") else "Figure"
 
 
+def _write(segs: Text, plain: Callable[[str], str], marks: dict[type, Callable[[str], str]], other) -> str:
+    """Segments in one output: plain text through ``plain``, Code / Bold / Small through ``marks``, and
+    Cite / Math / Ref through ``other``."""
+    return "".join(
+        plain(s) if isinstance(s, str) else marks[type(s)](s.text) if isinstance(s, _Marked) else other(s) for s in segs
+    )
+
+
+_TEX_MARKS = {
+    Code: lambda t: f"\\texttt{{{tex(t)}}}",
+    Bold: lambda t: f"\\textbf{{{tex(t)}}}",
+    Small: lambda t: f"{{\\scriptsize {tex(t)}}}",
+}
+
+
+def _tex_other(s: Cite | Math | Ref) -> str:
+    if isinstance(s, Cite):
+        return f"~\\cite{{{','.join(s.keys)}}}"
+    return f"${s.tex}$" if isinstance(s, Math) else f"{_ref_kind(s.label)}~\\ref{{{s.label}}}"
+
+
 def tex_text(segs: Text) -> str:
-    out = []
-    for s in segs:
-        if isinstance(s, str):
-            out.append(tex(s))
-        elif isinstance(s, Cite):
-            out.append(f"~\\cite{{{','.join(s.keys)}}}")
-        elif isinstance(s, Code):
-            out.append(f"\\texttt{{{tex(s.text)}}}")
-        elif isinstance(s, Bold):
-            out.append(f"\\textbf{{{tex(s.text)}}}")
-        elif isinstance(s, Small):
-            out.append(f"{{\\scriptsize {tex(s.text)}}}")
-        elif isinstance(s, Math):
-            out.append(f"${s.tex}$")
-        elif isinstance(s, Ref):
-            out.append(f"{_ref_kind(s.label)}~\\ref{{{s.label}}}")
-    return "".join(out)
+    return _write(segs, tex, _TEX_MARKS, _tex_other)
 
 
 def latex_table(t: Table, style: Style) -> str:
@@ -327,25 +333,14 @@ class _Markdown:
         self.numbers = doc.numbers()
 
     def text(self, segs: Text) -> str:
-        out = []
         plain = md if self.style.escape_markdown else str
-        for s in segs:
-            if isinstance(s, str):
-                out.append(plain(s))
-            elif isinstance(s, Cite):
-                methods = self.doc.methods
-                out.append(" (" + "; ".join(f"[{md(short_cite(k, methods))}](#ref-{k})" for k in s.keys) + ")")
-            elif isinstance(s, Code):
-                out.append(f"`{s.text.replace('`', '')}`")
-            elif isinstance(s, Bold):
-                out.append(f"**{plain(s.text)}**")
-            elif isinstance(s, Small):
-                out.append(plain(s.text))
-            elif isinstance(s, Math):
-                out.append(f"`{s.md}`")
-            elif isinstance(s, Ref):
-                out.append(f"{_ref_kind(s.label)} {self.numbers.get(s.label, '?')}")
-        return "".join(out)
+        marks = {Code: lambda t: f"`{t.replace('`', '')}`", Bold: lambda t: f"**{plain(t)}**", Small: plain}
+        return _write(segs, plain, marks, self.other)
+
+    def other(self, s: Cite | Math | Ref) -> str:
+        if isinstance(s, Cite):
+            return " (" + "; ".join(f"[{md(short_cite(k, self.doc.methods))}](#ref-{k})" for k in s.keys) + ")"
+        return f"`{s.md}`" if isinstance(s, Math) else f"{_ref_kind(s.label)} {self.numbers.get(s.label, '?')}"
 
     def cell(self, segs: Text) -> str:
         written = self.text(segs)
@@ -390,25 +385,28 @@ def markdown(doc: Doc, style: Style) -> str:
 # ----------------------------------------------------------------------------- HTML
 
 
+_HTML_MARKS = {
+    Code: lambda t: f"<code>{html.escape(t)}</code>",
+    Bold: lambda t: f"<b>{html.escape(t)}</b>",
+    Small: lambda t: f"<small>{html.escape(t)}</small>",
+}
+
+
 def _html_text(segs: Text, doc: Doc, numbers: dict[str, int]) -> str:
-    out = []
-    for s in segs:
-        if isinstance(s, str):
-            out.append(html.escape(s))
-        elif isinstance(s, Cite):
-            cites = "; ".join(f'<a href="#ref-{k}">{html.escape(short_cite(k, doc.methods))}</a>' for k in s.keys)
-            out.append(f" ({cites})")
-        elif isinstance(s, Code):
-            out.append(f"<code>{html.escape(s.text)}</code>")
-        elif isinstance(s, Bold):
-            out.append(f"<b>{html.escape(s.text)}</b>")
-        elif isinstance(s, Small):
-            out.append(f"<small>{html.escape(s.text)}</small>")
-        elif isinstance(s, Math):
-            out.append(f"<code>{html.escape(s.md)}</code>")
-        elif isinstance(s, Ref):
-            out.append(f"{_ref_kind(s.label)} {numbers.get(s.label, '?')}")
-    return "".join(out)
+    def other(s: Cite | Math | Ref) -> str:
+        if isinstance(s, Cite):
+            return (
+                " ("
+                + "; ".join(f'<a href="#ref-{k}">{html.escape(short_cite(k, doc.methods))}</a>' for k in s.keys)
+                + ")"
+            )
+        return (
+            f"<code>{html.escape(s.md)}</code>"
+            if isinstance(s, Math)
+            else f"{_ref_kind(s.label)} {numbers.get(s.label, '?')}"
+        )
+
+    return _write(segs, html.escape, _HTML_MARKS, other)
 
 
 def html_page(doc: Doc, title: str, style: Style) -> str:

@@ -792,18 +792,25 @@ class _Validator:
         suffix = " ".join(f"{k}={_short(v)}" for k, v in shown.items())
         return f"{explicit if explicit is not None else variant.method} {suffix}".strip()
 
+    def section(self, node: Any, line: int, name: str, keys: tuple[str, ...]) -> bool:
+        """Whether ``node`` is a section to read: absent (None) leaves the defaults, anything but a
+        mapping is an error, and an unknown key is one."""
+        if node is None:
+            return False
+        if not isinstance(node, _Map):
+            self.fail(line, f"{name} must be a mapping ({', '.join(keys)})")
+            return False
+        self.keys(node, keys, name)
+        return True
+
     # -- protocol and report ---------------------------------------------------------------
     def protocol(self, node: Any, line: int, inputs: list[InputSet]) -> Protocol:
         proto = Protocol()
         prompts = [i.prompt for s in inputs for i in s.items if i.prompt]
         if prompts:
             proto.captions, proto.captions_source = prompts, "the study's prompts"
-        if node is None:
+        if not self.section(node, line, "protocol", PROTOCOL_KEYS):
             return proto
-        if not isinstance(node, _Map):
-            self.fail(line, "protocol must be a mapping (clip_models, views, resolution, captions, quality, options)")
-            return proto
-        self.keys(node, PROTOCOL_KEYS, "protocol")
         if "clip_models" in node:
             models = node["clip_models"]
             if isinstance(models, str):
@@ -835,12 +842,8 @@ class _Validator:
 
     def report(self, node: Any, line: int) -> ReportOptions:
         opts = ReportOptions()
-        if node is None:
+        if not self.section(node, line, "report", REPORT_KEYS):
             return opts
-        if not isinstance(node, _Map):
-            self.fail(line, "report must be a mapping (renders, views, bootstrap, confidence)")
-            return opts
-        self.keys(node, REPORT_KEYS, "report")
         for key, low in (("renders", 0), ("views", 1), ("bootstrap", 100)):
             if key in node and (value := self.number(node, key, integer=True, low=low)) is not None:
                 setattr(opts, key, value)

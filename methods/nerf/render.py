@@ -34,6 +34,40 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor, box: torch.Tensor, near: 
     return t_near, t_far
 
 
+def march(
+    occupancy: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, options: RenderOptions, jitter: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Samples along R rays every ``options.step`` from where each enters the occupancy box (at a random
+    or the middle offset in each step): distances t (R, S), points x (R, S, 3) and which are valid (inside
+    the box, occupied). None when no ray meets the box."""
+    R = origins.shape[0]
+    device = origins.device
+    t_near, t_far = ray_box(origins, dirs, occupancy.bbox, options.near)
+    count = ((t_far - t_near) / options.step).ceil().clamp(0, options.max_samples).long()
+    S = int(count.max()) if R else 0
+    if S == 0:
+        return None
+    steps = torch.arange(S, device=device, dtype=torch.float32)
+    offset = torch.rand(R, 1, device=device) if jitter else torch.full((R, 1), 0.5, device=device)
+    t = t_near[:, None] + (steps[None, :] + offset) * options.step
+    valid = steps[None, :] < count[:, None]
+    x = origins[:, None, :] + t[..., None] * dirs[:, None, :]
+    valid &= occupancy.query(x)
+    return t, x, valid
+
+
+def sample_weights(
+    sigma: torch.Tensor, valid: torch.Tensor, options: RenderOptions
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Volume-rendering weights (R, S) of densities ``sigma``, the samples worth colouring (weight above
+    ``options.color_threshold``) and the ray of each of those."""
+    tau = sigma * options.step
+    transmittance = torch.exp(-(torch.cumsum(tau, 1) - tau))
+    weights = (1.0 - torch.exp(-tau)) * transmittance
+    colored = valid & (weights.detach() > options.color_threshold)
+    return weights, colored, colored.nonzero()[:, 0]
+
+
 def render_rays(
     field,
     occupancy: OccupancyGrid,
@@ -46,26 +80,15 @@ def render_rays(
     """Render R rays (field frame, unit directions): rgb (R, 3) over ``background`` (R, 3) or (3,), opacity, depth."""
     R = origins.shape[0]
     device = origins.device
-    t_near, t_far = ray_box(origins, dirs, occupancy.bbox, options.near)
-    count = ((t_far - t_near) / options.step).ceil().clamp(0, options.max_samples).long()
-    S = int(count.max()) if R else 0
-    if S == 0:
+    marched = march(occupancy, origins, dirs, options, jitter)
+    if marched is None:
         zeros = torch.zeros(R, device=device)
         rgb = torch.zeros(R, 3, device=device) + background
         return {"rgb": rgb, "opacity": zeros, "depth": zeros, "samples": torch.tensor(0), "colored": torch.tensor(0)}
-    steps = torch.arange(S, device=device, dtype=torch.float32)
-    offset = torch.rand(R, 1, device=device) if jitter else torch.full((R, 1), 0.5, device=device)
-    t = t_near[:, None] + (steps[None, :] + offset) * options.step
-    valid = steps[None, :] < count[:, None]
-    x = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-    valid &= occupancy.query(x)
-    sigma = torch.zeros(R, S, device=device)
+    t, x, valid = marched
+    sigma = torch.zeros(valid.shape, device=device)
     sigma = sigma.index_put((valid,), field.density(x[valid]))
-    tau = sigma * options.step
-    transmittance = torch.exp(-(torch.cumsum(tau, 1) - tau))
-    weights = (1.0 - torch.exp(-tau)) * transmittance
-    colored = valid & (weights.detach() > options.color_threshold)
-    ray_id = colored.nonzero()[:, 0]
+    weights, colored, ray_id = sample_weights(sigma, valid, options)
     rgb_samples = field.color(x[colored], dirs[ray_id])
     contribution = weights[colored][:, None] * rgb_samples
     rgb = torch.zeros(R, 3, device=device).index_add(0, ray_id, contribution)

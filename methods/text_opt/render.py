@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from methods.nerf.occupancy import OccupancyGrid
-from methods.nerf.render import RenderOptions, ray_box
+from methods.nerf.render import RenderOptions, march, sample_weights
 
 SHADINGS = ("albedo", "lambertian", "textureless")
 
@@ -84,24 +84,13 @@ def render_shaded(
     R = origins.shape[0]
     device = origins.device
     zero = torch.zeros((), device=device)
-    t_near, t_far = ray_box(origins, dirs, occupancy.bbox, options.near)
-    count = ((t_far - t_near) / options.step).ceil().clamp(0, options.max_samples).long()
-    S = int(count.max()) if R else 0
-    if S == 0:
+    marched = march(occupancy, origins, dirs, options, jitter)
+    if marched is None:
         zeros = torch.zeros(R, device=device)
         return {"rgb": torch.zeros(R, 3, device=device), "opacity": zeros, "depth": zeros, "orientation": zero}
-    steps = torch.arange(S, device=device, dtype=torch.float32)
-    offset = torch.rand(R, 1, device=device) if jitter else torch.full((R, 1), 0.5, device=device)
-    t = t_near[:, None] + (steps[None, :] + offset) * options.step
-    valid = steps[None, :] < count[:, None]
-    x = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-    valid &= occupancy.query(x)
-    sigma = torch.zeros(R, S, device=device).index_put((valid,), field.density(x[valid]))
-    tau = sigma * options.step
-    transmittance = torch.exp(-(torch.cumsum(tau, 1) - tau))
-    weights = (1.0 - torch.exp(-tau)) * transmittance
-    colored = valid & (weights.detach() > options.color_threshold)
-    ray_id = colored.nonzero()[:, 0]
+    t, x, valid = marched
+    sigma = torch.zeros(valid.shape, device=device).index_put((valid,), field.density(x[valid]))
+    weights, colored, ray_id = sample_weights(sigma, valid, options)
     xs, ds = x[colored], dirs[ray_id]
     albedo = field.color(xs, ds)
     orientation = zero

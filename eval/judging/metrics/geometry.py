@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.judging.metrics.means import Means
 from methods.base import Mesh
 
 F_SCORE_FRACTIONS = (0.01, 0.02, 0.05)  # thresholds as fractions of the reference's bounding-box diagonal
@@ -231,7 +232,7 @@ def _subsample(points: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 @dataclass
-class ChamferFScore:
+class ChamferFScore(Means):
     """Accumulates Chamfer and F-score over (prediction, reference) pairs; ``compute`` gives the means."""
 
     threshold: float = 0.02
@@ -241,11 +242,4 @@ class ChamferFScore:
     def update(self, pred: np.ndarray, ref: np.ndarray) -> None:
         d = pair_distances(pred, ref, self.workers)
         row = chamfer_from(d) | {"f_score": f_score_from(d, self.threshold)["f_score"]}
-        for key, value in row.items():
-            self.values.setdefault(key, []).append(value)
-
-    def compute(self) -> dict[str, float]:
-        return {key: float(np.mean(vals)) for key, vals in self.values.items()}
-
-    def reset(self) -> None:
-        self.values.clear()
+        self.add(row)

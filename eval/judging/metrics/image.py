@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from eval.judging.metrics.means import Means
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -170,7 +172,7 @@ def split_rgba(image: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class ImageQuality:
+class ImageQuality(Means):
     """Accumulates PSNR / SSIM (and LPIPS when a model is given) over image pairs; ``compute`` gives means."""
 
     lpips_model: Any = None
@@ -180,11 +182,4 @@ class ImageQuality:
         row = {"psnr": psnr(pred, target, mask), "ssim": ssim(pred, target, mask)}
         if self.lpips_model is not None:
             row["lpips"] = lpips(self.lpips_model, pred, target, mask)
-        for key, value in row.items():
-            self.values.setdefault(key, []).append(value)
-
-    def compute(self) -> dict[str, float]:
-        return {key: float(np.mean(v)) for key, v in self.values.items()}
-
-    def reset(self) -> None:
-        self.values.clear()
+        self.add(row)
