@@ -26,6 +26,7 @@ from methods.families.nets import NetConfig, UNet3D, multi_hot
 from methods.families.sample import grid_to_asset, weights_path
 from methods.families.train import Trainer, caption_tokens
 from tests.generators import drive
+from tests.processes import python_c
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = NetConfig(channels=(4, 8, 8), cond_dim=16, word_dim=8, latent_dim=8, groups=4)
@@ -491,7 +492,7 @@ def test_listing_the_families_imports_no_torch():
         "assert {'vae', 'gan', 'ddpm', 'score-sde'} <= {r['id'] for r in rows};"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = python_c(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,8 @@ from eval.runs.runner import execute
 from eval.runs.store import Store
 from methods.base import Inputs
 from tests import nerf_scenes as ns
+from tests.processes import python_c
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE, VIEWS = 48, 40
 PSNR_FLOOR = 22.0  # dB on the held-out views after 600 steps (measured 24.0)
 CHAMFER_BOUND = 0.04  # mean symmetric distance to the unit cube's surface, in cube sides (measured 0.022)
@@ -34,7 +32,7 @@ def test_listing_imports_no_torch():
         "from methods.registry import listing; rows = [r for r in listing('video') if r['id'] == 'nerf']; "
         "assert rows and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = python_c(code)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 

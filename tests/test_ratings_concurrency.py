@@ -11,6 +11,7 @@ from pathlib import Path
 from eval import ratings
 from eval.ratings import AlreadyVoted
 from eval.runs.store import Store
+from tests.processes import in_threads
 from tests.ratings_support import OPEN, answers, make_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +49,7 @@ def test_50_writer_threads_x_40_votes_lose_none_and_duplicate_none(tmp_path: Pat
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=rater, args=(t,)) for t in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(rater, 50)
     assert not errors, errors[:3]
     assert len(replays_refused) == 50 * 4
     assert tuple(store.read("SELECT count(*), count(DISTINCT pair_id) FROM votes")[0]) == (2000, 2000)

@@ -1,10 +1,10 @@
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
 
 from eval.runs.store import MIGRATIONS, Store, StoreError, UnknownRun
+from tests.processes import in_threads
 
 
 def _run(i: int | str) -> dict:
@@ -51,11 +51,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path):
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(worker, 8)
     assert not errors
     assert store.read("SELECT count(*) FROM runs WHERE status = 'done'")[0][0] == 200
     assert store.read("SELECT count(*) FROM metrics")[0][0] == 400

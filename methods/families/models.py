@@ -138,36 +138,19 @@ def iter_sample(
     if model.family == "gan":
         yield 0, 1
         return gan.sample(model.net, counts, generator, float(settings.truncation))
+    shared = {  # what both diffusion samplers take
+        "sampler": settings.sampler,
+        "steps": int(settings.steps),
+        "guidance": float(settings.guidance),
+        "generator": generator,
+        "norm": model.standardizer(),
+        "noise": model.noise(),
+    }
     if model.family == "ddpm":
-        return (
-            yield from diffusion.iter_sample(
-                model.net,
-                model.schedule(),
-                counts,
-                sampler=settings.sampler,
-                steps=int(settings.steps),
-                guidance=float(settings.guidance),
-                eta=float(getattr(settings, "eta", 0.0)),
-                generator=generator,
-                norm=model.standardizer(),
-                noise=model.noise(),
-            )
-        )
-    return (
-        yield from sde.iter_sample(
-            model.net,
-            model.vpsde(),
-            counts,
-            sampler=settings.sampler,
-            steps=int(settings.steps),
-            guidance=float(settings.guidance),
-            snr=float(getattr(settings, "snr", 0.16)),
-            generator=generator,
-            norm=model.standardizer(),
-            noise=model.noise(),
-            prediction=model.hparams.get("prediction", "eps"),
-        )
-    )
+        eta = float(getattr(settings, "eta", 0.0))
+        return (yield from diffusion.iter_sample(model.net, model.schedule(), counts, eta=eta, **shared))
+    snr, prediction = float(getattr(settings, "snr", 0.16)), model.hparams.get("prediction", "eps")
+    return (yield from sde.iter_sample(model.net, model.vpsde(), counts, snr=snr, prediction=prediction, **shared))
 
 
 def sample_grids(

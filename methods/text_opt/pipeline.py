@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,20 +32,22 @@ def budget_seconds(settings, device: str) -> float:
     return float(settings.budget_seconds or (GPU_BUDGET_SECONDS if cuda else CPU_BUDGET_SECONDS))
 
 
+def _loop_settings(settings, device: str) -> dict[str, Any]:
+    """The loop's knobs both methods take from their settings as they are."""
+    return {
+        "steps": int(settings.steps),
+        "budget_seconds": budget_seconds(settings, device),
+        "render_size": int(settings.resolution),
+        "grid_resolution": int(settings.grid_resolution),
+        "learning_rate": float(settings.learning_rate),
+        "seed": int(settings.seed),
+        "preview_size": min(int(settings.resolution), 128),
+    }
+
+
 def dreamfusion_config(settings, device: str) -> LoopConfig:
     """Stable DreamFusion's loop: random cameras all around, shading augmentation, learned / random background."""
-    return LoopConfig(
-        steps=int(settings.steps),
-        budget_seconds=budget_seconds(settings, device),
-        render_size=int(settings.resolution),
-        grid_resolution=int(settings.grid_resolution),
-        learning_rate=float(settings.learning_rate),
-        cameras=CameraRange(),
-        shading=True,
-        background="mixed",
-        seed=int(settings.seed),
-        preview_size=min(int(settings.resolution), 128),
-    )
+    return LoopConfig(cameras=CameraRange(), shading=True, background="mixed", **_loop_settings(settings, device))
 
 
 def dreamfields_config(settings, device: str) -> LoopConfig:
@@ -52,11 +55,6 @@ def dreamfields_config(settings, device: str) -> LoopConfig:
     from methods.text_opt.clip_guidance import DREAM_FIELDS_FOV
 
     return LoopConfig(
-        steps=int(settings.steps),
-        budget_seconds=budget_seconds(settings, device),
-        render_size=int(settings.resolution),
-        grid_resolution=int(settings.grid_resolution),
-        learning_rate=float(settings.learning_rate),
         cameras=CameraRange(elevation=(30.0, 30.0), radius=(4.0, 4.0), fov=(DREAM_FIELDS_FOV, DREAM_FIELDS_FOV)),
         shading=False,
         background="none",  # the guidance composites its own random backgrounds
@@ -64,8 +62,7 @@ def dreamfields_config(settings, device: str) -> LoopConfig:
         lambda_opacity=0.0,
         lambda_entropy=0.0,
         bound=1.0,
-        seed=int(settings.seed),
-        preview_size=min(int(settings.resolution), 128),
+        **_loop_settings(settings, device),
     )
 
 
