@@ -1,8 +1,8 @@
 """``python -m eval score ASSET.glb [--prompt TEXT] [--image FILE] [--reference MESH] [--json]``.
 
 Scores one asset file with the evaluation protocol and prints every applicable metric. Other
-subcommands (``ratings``, ``study``) register themselves with ``add_parser(subparsers)``, and each
-sets ``handler`` to the function that runs it.
+subcommands (``ratings``, ``study``) are modules that name themselves (``COMMAND``, ``HELP``) and
+``configure`` their parser, setting ``handler`` to the function that runs it.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
             if not exc.name or not name.startswith(exc.name):  # it exists but something it needs does not
                 raise
             continue
-        module.add_parser(subparsers)
+        module.configure(subparsers.add_parser(module.COMMAND, help=module.HELP))
     return parser
 
 

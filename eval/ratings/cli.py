@@ -19,12 +19,8 @@ from typing import Any
 from eval.ratings import CRITERIA, CRITERION_LABELS, EXPORT_FORMATS
 from eval.runs.store import StoreError, default_db_path
 
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``ratings`` subcommand (with ``export`` and ``leaderboard``) to ``python -m eval``."""
-    parser = subparsers.add_parser("ratings", help="the qualitative study: export votes, print the leaderboard")
-    configure(parser)
-    return parser
+COMMAND = "ratings"  # python -m eval ratings (export, leaderboard)
+HELP = "the qualitative study: export votes, print the leaderboard"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

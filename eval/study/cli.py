@@ -22,11 +22,8 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``study`` subcommand (check, run, report) to ``python -m eval``."""
-    parser = subparsers.add_parser("study", help="run a comparative study and write its report")
-    configure(parser)
-    return parser
+COMMAND = "study"  # python -m eval study (check, run, report)
+HELP = "run a comparative study and write its report"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
