@@ -56,16 +56,6 @@ STAGES = ("load", "clip", "base", "upsample", "mesh")
 PROMPT = "a red motorcycle"
 
 
-def byte_vocab() -> dict[str, int]:
-    """A byte-level CLIP vocabulary without merges (the tokenizer works offline; ids fit ViT-L/14's table)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in printable]
-    symbols = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab |= {s + "</w>": len(symbols) + i for i, s in enumerate(symbols)}
-    return vocab | {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-
-
 def prepare(folder: Path, names: list[str]) -> tuple[Path, Path, float]:
     """Random-weight checkpoints (official file names) and a random CLIP directory; kept between runs."""
     import json
@@ -89,6 +79,8 @@ def prepare(folder: Path, names: list[str]) -> tuple[Path, Path, float]:
             torch.save(model.state_dict(), path)
             del model
     if not (clip_dir / "config.json").is_file():
+        from tests.tiny_shap_e import byte_vocab
+
         vocab = byte_vocab()
         clip_dir.mkdir(parents=True, exist_ok=True)
         (clip_dir / "vocab.json").write_text(json.dumps(vocab))

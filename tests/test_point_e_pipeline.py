@@ -21,19 +21,9 @@ from methods.point_e import configs
 from methods.point_e.clip import CLIPConditioner, check_foreground, composite_on_white, preprocess
 from methods.point_e.models import build_model
 from tests.generators import drive
+from tests.tiny_shap_e import byte_vocab
 
 CLIP_TEXT_DIM, CLIP_WIDTH, CLIP_IMAGE, CLIP_PATCH = 16, 32, 32, 2  # a 16 x 16 patch grid, as ViT-L/14 at 224
-
-
-def _byte_vocab() -> dict[str, int]:
-    """CLIP's byte-to-unicode alphabet, each symbol with and without the end-of-word mark, then the specials."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = [b for b in range(256) if b not in printable]
-    symbols = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab |= {s + "</w>": len(symbols) + i for i, s in enumerate(symbols)}
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    return vocab
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +35,7 @@ def build_tiny_clip_dir(folder):
     """A tiny random CLIPModel with an offline byte-level tokenizer, saved in ``folder``."""
     from transformers import CLIPConfig, CLIPModel
 
-    vocab = _byte_vocab()
+    vocab = byte_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     text = {

@@ -137,6 +137,18 @@ def fill_marching_cubes_tables(renderer: Any) -> None:
 # ----------------------------------------------------------------------------- tokenizer and processor
 
 
+def byte_vocab() -> dict[str, int]:
+    """CLIP's byte-to-unicode alphabet in byte order, each symbol with and without the end-of-word mark, then
+    <|startoftext|> and <|endoftext|>: a vocabulary for a CLIP tokenizer without merges (offline; ids fit
+    ViT-L/14's table)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    symbols = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab |= {s + "</w>": len(symbols) + i for i, s in enumerate(symbols)}
+    return vocab | {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+
+
 def byte_level_tokenizer(model_max_length: int = 77) -> Any:
     """A CLIPTokenizer whose vocabulary is the 256 byte-level symbols, word-final forms and CLIP's two specials.
 
