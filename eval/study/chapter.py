@@ -16,6 +16,9 @@ Three sections: Experimental Setup, Performance Metrics, Results and Analysis. E
 sentence is made from the tables' numbers (:mod:`eval.study.analysis`); the quality axis is a quality
 measure only (:data:`eval.study.metric_defs.QUALITY_ORDER`), and a study that measured none says so.
 The text carries no dates and no server paths, so the same store gives the same files.
+
+This module is the chapter's content (the ``_Builder``); :mod:`eval.study.document` typesets it, in
+the chapter's :data:`CHAPTER` style, as LaTeX and Markdown.
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ from eval.study.tables import (
     TIME_METRIC,
     Report,
     best_variant,
-    bootstrap_ci,
     hardware_rows,
     human_scores,
     metric_matrix,
@@ -47,7 +46,7 @@ from eval.study.tables import (
     version_rows,
 )
 
-__all__ = ["bootstrap_ci", "build_report", "report_document", "write_latex"]
+__all__ = ["build_report", "report_document", "write_latex"]
 GENERATED = {"tables": ("*.tex",), "plots": ("*.png", "*.html", "plotly.min.js"), "renders": ("*.png",)}
 LATEX_COLUMNS = 5  # metrics per LaTeX table: wider ones do not fit a page
 REPORT = Style(
