@@ -31,6 +31,15 @@ def _private_outputs(tmp_path_factory: pytest.TempPathFactory):
     yield out
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> None:
+    """Torch on one thread for the module's tests (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    model tests on a 2-core machine shared with other jobs are faster and steadier so."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = SHARED / "data"

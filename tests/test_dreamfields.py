@@ -15,12 +15,7 @@ from methods.text_opt import CLIP_CHECKPOINT, DreamFields
 from tests.generators import drive
 from tests.tiny_sd import FAST
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

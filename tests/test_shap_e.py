@@ -21,11 +21,7 @@ CACTUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "t
 FAST = {"num_inference_steps": 2, "frame_size": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_text(checkpoint: Path, prompt: str = "a red chair", **settings) -> tuple[list, methods.Asset]:

@@ -26,14 +26,13 @@ import pandas as pd
 
 from eval.judging.protocol import PROTOCOL_VERSION
 from eval.runs.store import Store
+from eval.study import tables
 from eval.study.analysis import fmt
 from eval.study.document import Bold, Code, Doc, Figure, Small, Style, Table, Text, html_page, latex_table, markdown
 from eval.study.plots import write_plots, write_render_grids
 from eval.study.run import MANIFEST
 from eval.study.spec import Study
 from eval.study.tables import (
-    DIVERSITY_POINTS,
-    TIME_METRIC,
     Report,
     best_variant,
     hardware_rows,
@@ -203,12 +202,12 @@ def report_document(study: Study, store: Store, report: Report, human: pd.DataFr
             [
                 *quality,
                 "; time: ",
-                Code(TIME_METRIC),
+                Code(tables.TIME_METRIC),
                 " (the method's stages and export, without scoring; a worker's first cell of a method also loads "
                 "its model, see ",
                 Code("seconds_load"),
                 " where the method reports it); diversity: mean pairwise Chamfer-L1 between the seeds' assets "
-                f"({DIVERSITY_POINTS} surface points each, canonical frame).",
+                f"({tables.DIVERSITY_POINTS} surface points each, canonical frame).",
             ],
             f"Intervals: mean over cells with a {round(study.report.confidence * 100)}% percentile bootstrap "
             f"interval ({study.report.bootstrap} resamples, seed 0).",
