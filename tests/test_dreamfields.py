@@ -13,7 +13,7 @@ import methods.text_opt  # registers dreamfusion and dreamfields
 from methods import CheckpointError, Inputs
 from methods.text_opt import CLIP_CHECKPOINT, DreamFields
 from tests.generators import drive
-from tests.tiny_sd import FAST
+from tests.tiny_sd import FAST, skip_without_gpu_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -134,12 +134,7 @@ def test_estimates_match_the_declared_seconds() -> None:
 @pytest.mark.gpu
 def test_real_clip_on_a_gpu() -> None:
     """Real CLIP ViT-B/16, a short run: CLIP similarity rises and a mesh comes out (needs CUDA and cached weights)."""
-    from methods import registry, runtime
-
-    if not runtime.has_cuda():
-        pytest.skip("needs a CUDA GPU")
-    if not registry.checkpoint_status(CLIP_CHECKPOINT).ok:
-        pytest.skip(f"{CLIP_CHECKPOINT} is not in the Hugging Face cache")
+    skip_without_gpu_weights(CLIP_CHECKPOINT)
     events, asset = drive(methods.run("dreamfields", Inputs.text("a bowl of fruit"), {"steps": 300}))
     last = [e for e in events if e.stage == "optimise"][-1]
     assert math.isfinite(float(last.message.rsplit("loss ", 1)[1])) and len(asset.mesh.faces) > 0

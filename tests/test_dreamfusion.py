@@ -15,7 +15,7 @@ import methods.text_opt  # registers dreamfusion and dreamfields
 from methods import CheckpointError, Inputs
 from methods.text_opt import CPU_BUDGET_SECONDS, SD_CHECKPOINT, DreamFusion
 from tests.generators import drive
-from tests.tiny_sd import FAST
+from tests.tiny_sd import FAST, skip_without_gpu_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -394,12 +394,7 @@ def test_a_finished_run_is_found_again(tiny_sd: Path, tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_real_stable_diffusion_on_a_gpu() -> None:
     """Real weights, a short run: the loss stays finite and a mesh comes out (needs CUDA and cached weights)."""
-    from methods import registry, runtime
-
-    if not runtime.has_cuda():
-        pytest.skip("needs a CUDA GPU")
-    if not registry.checkpoint_status(SD_CHECKPOINT).ok:
-        pytest.skip(f"{SD_CHECKPOINT} is not in the Hugging Face cache")
+    skip_without_gpu_weights(SD_CHECKPOINT)
     settings = {"steps": 300, "budget_seconds": 300}
     events, asset = drive(methods.run("dreamfusion", Inputs.text("a DSLR photo of a hamburger"), settings))
     last = [e for e in events if e.stage == "optimise"][-1]

@@ -144,6 +144,18 @@ def stable_diffusion_components(
         }
 
 
+def skip_without_gpu_weights(checkpoint: str) -> None:
+    """Skip the calling test unless a CUDA GPU is here and ``checkpoint`` is in the Hugging Face cache."""
+    import pytest
+
+    from methods import registry, runtime
+
+    if not runtime.has_cuda():
+        pytest.skip("needs a CUDA GPU")
+    if not registry.checkpoint_status(checkpoint).ok:
+        pytest.skip(f"{checkpoint} is not in the Hugging Face cache")
+
+
 def _text_config(tokenizer, sizes: dict[str, Any]) -> dict[str, Any]:
     """A CLIP text config for ``tokenizer`` (its vocabulary and special tokens) with the given sizes."""
     return {
