@@ -28,7 +28,7 @@ from ui import jobs, public, served
 from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
-from ui.matrix import long_form_csv, long_form_json, matrix_html
+from ui.matrix import WAITING, long_form_csv, long_form_json, matrix_html
 from ui.panel import PANEL_HEADERS, table
 from ui.settings_form import SettingsForm, build_settings_form
 
@@ -38,7 +38,6 @@ TITLES = {"text": "Text → 3D", "image": "Image → 3D", "video": "Video → 3D
 API_NAMES = {"text": "text_to_3d", "image": "image_to_3d", "video": "video_to_3d"}
 QUICK_SECONDS = 60  # methods expected to finish within a minute here are ticked at first
 PEER_FACTOR = 1.5  # when none is quick: the fastest method and those expected within 1.5x its time
-REASON_CHARS = 48  # unavailable reasons are cut to this length in the method list; shown whole below it
 VIEWER_HEIGHT = 300
 
 
@@ -70,30 +69,51 @@ def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], lis
     """(label, id) choices for the method list, the ids ticked at first, and notes on the unavailable
     ones with their full reason.
 
-    Each available method's label carries its expected time on this machine ("~1 s", "~33 min"), and
-    the methods ticked at first are those expected to finish within ``QUICK_SECONDS`` here (at most
-    ``jobs.MAX_METHODS``); when none is that quick, the fastest and those within ``PEER_FACTOR`` of it
-    (nerf and gaussian-splatting side by side on a CPU).
+    Only methods that can run here are choices (an unavailable one cannot be ticked); each is listed
+    once, the unavailable ones in the notes under the list, by label, with their reason. Each choice's
+    label carries its expected time on this machine ("~1 s", "~33 min"), and the methods ticked at first
+    are those expected to finish within ``QUICK_SECONDS`` here (at most ``jobs.MAX_METHODS``); when none
+    is that quick, the fastest and those within ``PEER_FACTOR`` of it (nerf and gaussian-splatting side
+    by side on a CPU).
     """
     choices, timed, notes = [], [], []
     gpu = runtime.gpu_present()
     for row in listing(modality):
-        label = row["label"]
         if not row["available"]:
-            reason = served.redact(row["reason"])
-            short = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1].rstrip() + "…"
-            label = f"{label} (unavailable: {short})"
-            notes.append(f"**{row['label']}** cannot run here: {reason}")
-        else:
-            seconds = expected_here(row["id"], modality, gpu)
-            label = f"{label} (~{format_seconds(max(seconds, 1.0))})"
-            timed.append((seconds, row["id"]))
-        choices.append((label, row["id"]))
+            notes.append(f"**{row['label']}**: {served.redact(row['reason'])}")
+            continue
+        seconds = expected_here(row["id"], modality, gpu)
+        choices.append((f"{row['label']} (~{format_seconds(max(seconds, 1.0))})", row["id"]))
+        timed.append((seconds, row["id"]))
     quick = [mid for seconds, mid in timed if seconds <= QUICK_SECONDS][: jobs.MAX_METHODS]
     if not quick and timed:  # none is that quick (the video methods on a CPU): the fastest and its peers
         fastest = min(timed)[0]
         quick = [mid for seconds, mid in timed if seconds <= PEER_FACTOR * fastest][: jobs.MAX_METHODS]
     return choices, quick, notes
+
+
+def unavailable_note(modality: str, notes: list[str], n_available: int) -> str:
+    """The Markdown under the method list: which methods cannot run here and why, and, when none can,
+    what would make them run."""
+    if not notes:
+        return ""
+    head = "Cannot run on this machine:" if n_available else "**No method for this input can run on this machine.**"
+    lines = [head, *(f"- {n}" for n in notes)]
+    if not n_available:
+        text = " ".join(notes)
+        fixes = []
+        if "not in the cache" in text or "not cached" in text:
+            fixes.append(
+                "their weights download on first use: start the app once with network access (without"
+                " `HF_HUB_OFFLINE=1`), or put the weights in the Hugging Face cache (`HF_HOME`)"
+            )
+        if "package" in text:
+            fixes.append("install the missing Python packages (`pip install -r requirements.txt`)")
+        if "GPU" in text or "CUDA" in text:
+            fixes.append("run on a machine with a GPU")
+        fixes.append(f"`python -m methods list --modality {modality}` says why each one cannot run")
+        lines.append("To make them run: " + "; ".join(fixes) + ".")
+    return "\n".join(lines)
 
 
 def expected_here(method_id: str, modality: str, gpu: bool) -> float:
@@ -262,10 +282,10 @@ def build_modality_tab(modality: str) -> ModalityTab:
                 label="Methods",
                 info=f"Pick up to {jobs.MAX_METHODS}; they run one after another and appear side by side.",
             )
-            if not choices:
+            if not choices and not notes:
                 gr.Markdown(f"No method takes {modality} input yet.", elem_classes=["input-note"])
             if notes:
-                gr.Markdown("\n".join(f"- {n}" for n in notes), elem_classes=["input-note"])
+                gr.Markdown(unavailable_note(modality, notes, len(choices)), elem_classes=["input-note", "unavailable"])
             with gr.Row(equal_height=True):
                 seed = gr.Slider(0, jobs.MAX_SEED, value=0, step=1, label="Seed", scale=3)
                 randomize = gr.Checkbox(value=True, label="Randomize seed", scale=1)
@@ -381,9 +401,22 @@ def _ui_outputs(job: jobs.Job, state: jobs.JobState) -> list[Any]:
             result["renders"] = [list(item) for item in slot.renders]
         out += [gr.update(visible=True), result, slot.status_markdown()]
     out.append(table(state.metrics))
-    out.append(matrix_html(state.metrics, [slot.label for slot in state.slots]))
+    out.append(matrix_html(state.metrics, [slot.label for slot in state.slots], empty_matrix_reason(state)))
     out.append(write_metric_files(state) if state.finished and state.metrics else gr.skip())
     return out
+
+
+def empty_matrix_reason(state: jobs.JobState) -> str:
+    """Why the matrix has no row yet: methods still to finish, or none that could give metrics."""
+    states = [slot.state for slot in state.slots]
+    if any(s in ("queued", "running") for s in states):
+        return WAITING
+    refused, failed = states.count("refused"), states.count("failed")
+    if refused == len(states):
+        return "no metrics: no method was run (each slot says why it was not)"
+    if refused + failed == len(states):
+        return "no metrics: no method finished (each slot says why it failed or was not run)"
+    return "no metrics were recorded for these runs"
 
 
 def write_metric_files(state: jobs.JobState) -> list[str]:
