@@ -33,7 +33,9 @@ CSS = """
 .method-card dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0 0 0;
   font-size: var(--text-sm); }
 .method-card dt { color: var(--body-text-color-subdued); }
-.method-card dd { margin: 0; }
+.method-card dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
+.method-card dd a { word-break: break-all; }
+.method-card .assumes { color: var(--body-text-color-subdued); font-size: var(--text-xs); }
 .method-card .availability { font-size: var(--text-sm); }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-weight: 600; font-size: var(--text-xs); }
 .badge.ok { background: #dcfce7; color: #166534; }
