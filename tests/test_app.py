@@ -306,8 +306,9 @@ def test_upload_previews_say_what_was_uploaded(tmp_path):
     image, note = _preview_image(_write(tmp_path, "notes.png", b"not pixels"))
     assert image is None and note.startswith("⚠️ notes.png is not an image")
     views = [str(p) for p in sorted((EXAMPLES / "turntable").glob("view_*.jpg"))]
-    gallery, note = _preview_views(views)
+    gallery, note, box = _preview_views(views)
     assert gallery == views and note == "24 views, 224×224 px"
+    assert box["label"] == "Video or views: 24 files"  # the box shows a few; its label says how many
 
 
 def test_unavailable_methods_are_listed_with_their_reason(app_methods):

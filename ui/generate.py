@@ -187,11 +187,11 @@ def _build_input(modality: str) -> tuple[gr.components.Component, list[Any]]:
             )
         return upload, []
     upload = gr.File(
-        label="Video or views", file_count="multiple", file_types=["video", "image"], type="filepath", height=140
+        label=UPLOAD_LABEL, file_count="multiple", file_types=["video", "image"], type="filepath", height=140
     )
     gallery = gr.Gallery(label="Views", columns=8, height=110, allow_preview=False, interactive=False)
     note = gr.Markdown(elem_classes=["input-note"])
-    upload.change(_preview_views, upload, [gallery, note], api_visibility="private", queue=False)
+    upload.change(_preview_views, upload, [gallery, note, upload], api_visibility="private", queue=False)
     view_sets = example_view_sets()
     if view_sets:
         gr.Examples(
@@ -214,11 +214,20 @@ def _preview_image(path: str | None):
     return inputs.image, describe_upload("image", path)
 
 
+UPLOAD_LABEL = "Video or views"
+
+
+def upload_label(paths: list[str] | None) -> str:
+    """The upload box's label says how many files it holds (the box itself shows only the first few)."""
+    n = len(paths or [])
+    return UPLOAD_LABEL if not n else f"{UPLOAD_LABEL}: {n} file{'s' if n != 1 else ''}"
+
+
 def _preview_views(paths: list[str] | None):
     if not paths:
-        return [], ""
+        return [], "", gr.update(label=UPLOAD_LABEL)
     images = [p for p in paths if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
-    return images, describe_upload("video", paths)
+    return images, describe_upload("video", paths), gr.update(label=upload_label(paths))
 
 
 def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
