@@ -38,6 +38,7 @@ from eval.ratings import CRITERIA, CRITERION_LABELS, LIKERT, Policy, RatingError
 from eval.runs.store import Store
 from ui import hosting
 from ui.served import SERVED
+from ui.viewer_asset import camera_for
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +461,7 @@ def _viewer_updates(state: dict[str, Any], mode: str) -> tuple[Any, Any]:
         log.warning("cannot show pair %s: %s: %s", state.get("id"), type(exc).__name__, exc)
         message = "The models of this pair cannot be opened; press New pair for another."
         raise gr.Error(message, print_exception=False) from None
-    return tuple(gr.update(value=f, display_mode=display) for f in files)  # type: ignore[return-value]
+    return tuple(gr.update(value=f, display_mode=display, **camera_for(f)) for f in files)  # type: ignore[return-value]
 
 
 def start_sync(get_store: Callable[[], Store]) -> None:

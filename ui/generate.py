@@ -31,6 +31,7 @@ from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
 from ui.matrix import WAITING, long_form_csv, long_form_json, matrix_html
 from ui.panel import PANEL_HEADERS, table
 from ui.settings_form import SettingsForm, build_settings_form
+from ui.viewer_asset import camera_for
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = ASSETS / "examples"
@@ -39,6 +40,7 @@ API_NAMES = {"text": "text_to_3d", "image": "image_to_3d", "video": "video_to_3d
 QUICK_SECONDS = 60  # methods expected to finish within a minute here are ticked at first
 PEER_FACTOR = 1.5  # when none is quick: the fastest method and those expected within 1.5x its time
 VIEWER_HEIGHT = 300
+RENDERS_HEIGHT = 160  # one row of 100 px thumbnails under the label, scrolled sideways (ui.style.CSS)
 
 
 # ----------------------------------------------------------------------------- examples
@@ -242,9 +244,9 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
                     interactive=False,
                 )
                 renders = gr.Gallery(
-                    label="What the metrics saw (input | render, colour and geometry ring)",
+                    label="What the metrics saw",  # one line: a longer label covered the thumbnails
                     columns=8,
-                    height=110,
+                    height=RENDERS_HEIGHT,
                     object_fit="contain",
                     allow_preview=True,
                     visible=False,
@@ -269,7 +271,7 @@ def _show_result(result: dict[str, Any] | None):
     viewer = result.get("viewer") or result.get("glb")  # a reduced copy when the asset is heavy
     renders = [tuple(item) for item in result.get("renders") or []]
     return (
-        gr.update(value=viewer, label=result.get("label")),
+        gr.update(value=viewer, label=result.get("label"), **camera_for(viewer)),
         gr.update(value=files, visible=bool(files)),
         gr.update(value=renders or None, visible=bool(renders)),
     )
