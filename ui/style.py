@@ -50,7 +50,7 @@ CSS = """
   box-shadow: 0 10px 40px rgba(0, 0, 0, 0.35); background: var(--background-fill-primary); }
 /* viewer titles stay clear of the toolbar */
 .result-slot label[data-testid="block-label"], .arena-viewer label[data-testid="block-label"] {
-  max-width: calc(100% - 96px); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; display: block; }
+  max-width: calc(100% - 96px); overflow: hidden; white-space: nowrap; }
 """
 
 # Gallery thumbnails load lazily, so a gallery built in a hidden tab stayed blank until scrolled: load them at once.

@@ -124,14 +124,15 @@ def _note(faces: int, points: int, shown_faces: int, shown_points: int, max_face
 # ----------------------------------------------------------------------------- framing
 #
 # Every viewer frames its asset whole, from the asset's bounds, the same way: the asset's bounding box,
-# seen from the viewers' default orbit, fills FILL of the frame in its tighter direction.
+# seen from the viewers' default orbit, fills FILL of the frame's width or FILL_V of its height.
 # gr.Model3D draws meshes and points with Babylon.js: after a load it aims at the bounding box's centre
 # at a distance of 1.1 x the box diagonal, which cuts tall models at the top and bottom (vertical field
 # of view 0.8 rad), so the server sends the distance (``camera_position``) computed below. Splats are
 # drawn by gsplat.js, whose camera is fixed (5 units from the origin, focal length 1132 px) and ignores
 # ``camera_position``: there the viewer copy of the splats is centred and scaled to fit that camera.
 
-FILL = 0.9  # the asset spans 90% of the frame in its tighter direction
+FILL = 0.9  # the asset spans 90% of the frame's width at most
+FILL_V = 0.8  # and 80% of its height: the viewer's title sits over the canvas's top 10%
 ASSUMED_ASPECT = 0.9  # canvas width / height assumed for the horizontal fit (a slot of four at 1280 px)
 BABYLON_FOV = 0.8  # radians, vertical: Babylon.js's camera default, which gr.Model3D keeps
 ORBIT_DEG = (90.0, 75.0)  # gr.Model3D's own starting orbit (alpha pi/2, beta pi/2.4), kept for every asset
@@ -156,13 +157,16 @@ def box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return signs * half
 
 
-def fit_distance(corners: np.ndarray, toward_camera: np.ndarray, tan_v: float, tan_h: float, fill: float) -> float:
+def fit_distance(
+    corners: np.ndarray, toward_camera: np.ndarray, tan_v: float, tan_h: float, fill: float, fill_v: float | None = None
+) -> float:
     """The smallest camera distance from the box centre at which every corner projects within ``fill`` of
-    the frame's half-extents (perspective, the camera aimed at the centre)."""
+    the frame's half-width and ``fill_v`` (default ``fill``) of its half-height (perspective, aimed at the centre)."""
+    fill_v = fill if fill_v is None else fill_v
     u, right, up = _view_basis(toward_camera)
     depth_offset = corners @ u  # a corner nearer the camera than the centre needs more distance
     need_h = depth_offset + np.abs(corners @ right) / (tan_h * fill)
-    need_v = depth_offset + np.abs(corners @ up) / (tan_v * fill)
+    need_v = depth_offset + np.abs(corners @ up) / (tan_v * fill_v)
     return float(max(need_h.max(), need_v.max(), 1e-6))
 
 
@@ -182,11 +186,11 @@ def mesh_bounds(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(bounds[0], float), np.asarray(bounds[1], float)
 
 
-def viewer_camera(path: str | Path, aspect: float = ASSUMED_ASPECT, fill: float = FILL) -> tuple[float, float, float]:
+def viewer_camera(path: str | Path, aspect: float = ASSUMED_ASPECT) -> tuple[float, float, float]:
     """``camera_position`` (alpha, beta in degrees, radius) for gr.Model3D that frames the asset whole."""
     lo, hi = mesh_bounds(path)
     tan_v = float(np.tan(BABYLON_FOV / 2.0))
-    radius = fit_distance(box_corners(lo, hi), babylon_direction(*ORBIT_DEG), tan_v, tan_v * aspect, fill)
+    radius = fit_distance(box_corners(lo, hi), babylon_direction(*ORBIT_DEG), tan_v, tan_v * aspect, FILL, FILL_V)
     return (ORBIT_DEG[0], ORBIT_DEG[1], round(radius, 4))
 
 
@@ -197,13 +201,13 @@ def gsplat_direction() -> np.ndarray:
 
 
 def splat_fit(
-    positions: np.ndarray, canvas_px: float = VIEWER_CANVAS_PX, aspect: float = ASSUMED_ASPECT, fill: float = FILL
+    positions: np.ndarray, canvas_px: float = VIEWER_CANVAS_PX, aspect: float = ASSUMED_ASPECT
 ) -> tuple[np.ndarray, float]:
     """(centre, scale) that put the splats' box at the origin and make it fill gsplat.js's fixed view."""
     lo, hi = np.percentile(positions, 1.0, axis=0), np.percentile(positions, 99.0, axis=0)  # stray splats aside
     corners = box_corners(lo, hi)
     tan_v = canvas_px / (2.0 * GSPLAT_FOCAL_PX)
-    needed = fit_distance(corners, gsplat_direction(), tan_v, tan_v * aspect, fill)  # distance at scale 1
+    needed = fit_distance(corners, gsplat_direction(), tan_v, tan_v * aspect, FILL, FILL_V)  # distance at scale 1
     # distance scales with the box: at scale s the box needs s * needed, and the camera sits at GSPLAT_DISTANCE
     return (lo + hi) / 2.0, GSPLAT_DISTANCE / needed
 
