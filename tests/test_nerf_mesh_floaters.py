@@ -9,6 +9,7 @@ ring of 12 looking at the origin from 30 degrees up, as a turntable capture.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from methods.nerf.mesh import MeshOptions, extract_mesh
@@ -97,3 +98,20 @@ def test_a_backdrop_coloured_sheet_every_view_sees_as_background_is_dropped():
     # the object itself is never dropped, even if it had the backdrop's colour
     grey = MeshOptions(resolution=64, threshold=50.0, min_component_fraction=0.0, background=BALL_COLOUR)
     assert -0.2 in parts_by_height(extract_mesh(field, BOX, grey, cameras=cameras))
+
+
+def test_the_backdrop_colour_comes_from_the_frames_borders_when_there_is_one():
+    from pathlib import Path
+
+    from PIL import Image
+
+    from methods.nerf.mesh import backdrop_colour
+
+    views = sorted((Path(__file__).resolve().parents[1] / "assets" / "examples" / "turntable").glob("*.jpg"))
+    frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in views])
+    assert backdrop_colour(frames) == pytest.approx((128 / 255,) * 3, abs=0.01)  # the bundled example's grey
+    masked = np.concatenate([frames, np.full(frames.shape[:3] + (1,), 255, np.uint8)], axis=-1)
+    masked[:, :10, :10, 3] = 0
+    assert backdrop_colour(masked) is None  # a masked capture has no backdrop to paint
+    noise = np.random.default_rng(0).integers(0, 256, frames.shape, dtype=np.uint8)
+    assert backdrop_colour(noise) is None  # a cluttered scene: no single backdrop, nothing is dropped for it

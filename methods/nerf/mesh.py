@@ -2,7 +2,7 @@
 
 The mesh keeps what the views see: faces no training camera sees (outside every frustum, or hidden
 behind the surface) go, and so do parts that every view sees as the backdrop (their colour is the
-learned background's: the floaters a field grows to paint an unmasked backdrop).
+plain backdrop's of an unmasked capture: the floaters a field grows to paint it).
 
 The mesh is in the field's frame (the cube [-1, 1]^3). Colours are the field's radiance seen
 from outside along each vertex normal, so baked-in view dependence is that of a frontal view.
@@ -26,9 +26,9 @@ class MeshOptions:
     target_faces: int = 0  # quadric decimation down to this many faces (0: keep all)
     fill_interior: bool = True  # fill cavities no ray from outside the box can reach (no inner shells)
     visible_only: bool = True  # drop faces that no training camera can see (inner shells, buried floaters)
-    # The learned background colour (RGB in [0, 1]) of an unmasked capture, or None. Parts whose colour is
-    # that background's are what every view sees as background (the floaters a field grows to paint the
-    # backdrop, e.g. a sheet above the object): they are dropped.
+    # The backdrop's colour (RGB in [0, 1]) of an unmasked capture (:func:`backdrop_colour`), or None. Parts
+    # whose colour is the backdrop's are what every view sees as backdrop (the floaters a field grows to
+    # paint it, e.g. a sheet above the object): they are dropped.
     background: tuple[float, float, float] | None = None
     background_tolerance: float = 0.06  # RGB distance to the background (0-1 scale) that still counts as it
     background_share: float = 0.8  # a part goes when this share of its vertices has the background's colour
@@ -146,11 +146,30 @@ def vertex_colors(field, vertices: np.ndarray, normals: np.ndarray, chunk: int =
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 3), np.float32)
 
 
-def learned_background(fitter) -> tuple[float, float, float] | None:
-    """The backdrop colour a fitter learned for an unmasked capture; None when there is none to match."""
-    if getattr(fitter, "background_mode", None) != "learned":
+def backdrop_colour(images: np.ndarray, border: int = 2, max_spread: float = 0.08) -> tuple[float, float, float] | None:
+    """The backdrop's colour of an unmasked capture: the median of the frames' border pixels, RGB in [0, 1].
+
+    None when there is no single backdrop to match: frames with alpha (masked), or borders whose colours
+    spread more than ``max_spread`` (median absolute deviation: a cluttered scene, not a plain backdrop).
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (3, 4) or len(images) == 0:
         return None
-    return tuple(float(x) for x in fitter.eval_background().detach().cpu().reshape(-1)[:3])
+    if images.shape[-1] == 4 and int(images[..., 3].min()) < 255:
+        return None
+    rgb = images[..., :3].astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    edges = np.concatenate(
+        [
+            rgb[:, :border].reshape(-1, 3),
+            rgb[:, -border:].reshape(-1, 3),
+            rgb[:, :, :border].reshape(-1, 3),
+            rgb[:, :, -border:].reshape(-1, 3),
+        ]
+    )
+    median = np.median(edges, axis=0)
+    if float(np.median(np.abs(edges - median).max(axis=1))) > max_spread:
+        return None
+    return tuple(float(x) for x in median)
 
 
 def drop_background_parts(field, vertices: np.ndarray, faces: np.ndarray, options: MeshOptions, device="cpu"):
