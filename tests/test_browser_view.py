@@ -75,7 +75,34 @@ class AppTestFlat(AppTestSphere):
         return self.asset(shape, np.tile([0.2, 0.3, 0.8], (len(shape.vertices), 1)))
 
 
-SHAPES = (AppTestTall, AppTestFlat)
+class AppTestSplats(AppTestSphere):
+    """A tall column of Gaussian splats, red above and blue below, off the origin (+Y up, as every asset)."""
+
+    id = "app-test-splats"
+    label = "Test splats"
+    representation = "gaussian splats"
+    output = "splats"
+
+    def run(self, inputs, settings):
+        from methods.base import Asset, Gaussians
+
+        yield from ()
+        rng = np.random.default_rng(0)
+        n = 600
+        means = rng.uniform([-0.15, -1.5, -0.15], [0.15, 1.5, 0.15], (n, 3)) + [3.0, 2.0, -1.0]
+        rgb = np.where(means[:, 1:2] > 2.0, [0.9, 0.1, 0.1], [0.1, 0.2, 0.9])
+        sh = ((rgb - 0.5) / 0.28209479)[:, None, :]
+        gaussians = Gaussians(
+            means.astype(np.float32),
+            np.full((n, 3), np.log(0.06), np.float32),
+            np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (n, 1)),
+            np.full(n, 4.0, np.float32),
+            sh.astype(np.float32),
+        )
+        return Asset(gaussians=gaussians, stage_seconds={"sample": 0.01})
+
+
+SHAPES = (AppTestTall, AppTestFlat, AppTestSplats)
 FOUR = ["Test sphere (~1 s)", "Test points (~1 s)", "Test tall (~1 s)", "Test flat (~1 s)"]
 
 
@@ -317,3 +344,29 @@ def test_runs_tab_galleries_load_without_scrolling(page, server, app_client):
           return imgs.length >= 16 && imgs.every(i => i.complete && i.naturalWidth > 0); })""",
         timeout=60_000,
     )
+
+
+def test_a_splat_is_framed_whole_and_upright(page, tmp_path):
+    generate(page, "a red ceramic coffee mug", ["Test splats (~1 s)"])
+    slot = page.locator(".result-slot:visible").filter(has_text="Test splats")
+    canvas = slot.locator("canvas").first
+    canvas.wait_for()
+    canvas.scroll_into_view_if_needed()
+    page.add_style_tag(content=HIDE_OVERLAYS)
+    page.wait_for_timeout(3000)  # the splat viewer sorts and draws over a few frames
+    pixels = canvas_pixels(page, canvas)
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "viewer_splats.png")
+    pixels = pixels[6:-6, 6:-6]  # inside the canvas's rounded corners (the page shows there)
+    mask = pixels.max(axis=2) > 40  # the splat viewer draws on black
+    rows = np.flatnonzero(mask.any(axis=1))
+    assert len(rows), "the splat viewer drew nothing"
+    h = mask.shape[0]
+    top, bottom = int(rows[0]), int(h - 1 - rows[-1])
+    assert min(top, bottom) >= 2, (top, bottom)  # whole: not cut at the top or the bottom
+    assert min(top, bottom) <= 0.15 * h and max(top, bottom) <= 0.3 * h, (top, bottom)  # and filling the height
+    # upright: red above, blue below (the splat viewer draws +Y down; the viewer copy is turned for it)
+    upper, lower = pixels[rows[0] : rows[0] + len(rows) // 3], pixels[rows[-1] - len(rows) // 3 : rows[-1]]
+    upper_mask, lower_mask = mask[rows[0] : rows[0] + len(rows) // 3], mask[rows[-1] - len(rows) // 3 : rows[-1]]
+    red_above = upper[upper_mask][:, 0].mean() - upper[upper_mask][:, 2].mean()
+    blue_below = lower[lower_mask][:, 2].mean() - lower[lower_mask][:, 0].mean()
+    assert red_above > 30 and blue_below > 30, (red_above, blue_below)

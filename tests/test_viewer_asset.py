@@ -143,4 +143,9 @@ def test_the_splat_viewer_copy_is_framed_for_its_fixed_camera(tmp_path):
     x, y = _project(va.box_corners(lo, hi), va.gsplat_direction(), va.GSPLAT_DISTANCE, tan_v, tan_v * va.ASSUMED_ASPECT)
     assert x.max() <= va.FILL + 1e-3 and y.max() <= va.FILL_V + 1e-3
     assert y.max() >= va.FILL_V - 1e-3  # the tall splats span the height
-    assert np.array_equal(raw[:, 24:], np.fromfile(src, np.uint8).reshape(-1, 32)[:, 24:])  # colours, rotations kept
+    original = np.fromfile(src, np.uint8).reshape(-1, 32)
+    assert np.array_equal(raw[:, 24:28], original[:, 24:28])  # colours and opacities kept
+    # turned into the splat viewer's +Y-down frame: the top of the asset is the lowest y there
+    top = np.argmax(positions[:, 1])
+    assert framed[top, 1] == framed[:, 1].min()
+    assert np.array_equal(raw[:, 28:32], np.tile([128, 255, 128, 128], (len(raw), 1)))  # identity -> half-turn about x

@@ -138,6 +138,7 @@ BABYLON_FOV = 0.8  # radians, vertical: Babylon.js's camera default, which gr.Mo
 ORBIT_DEG = (90.0, 75.0)  # gr.Model3D's own starting orbit (alpha pi/2, beta pi/2.4), kept for every asset
 GSPLAT_FOCAL_PX = 1132.0  # gsplat.js camera focal length; its field of view follows the canvas size in px
 GSPLAT_DISTANCE = 5.0
+GSPLAT_FLIP = np.array([1.0, -1.0, -1.0], dtype=np.float32)  # +Y up (ours) -> +Y down (gsplat.js), half a turn
 GSPLAT_ORBIT_RAD = (0.5, 0.5)
 VIEWER_CANVAS_PX = 300  # the canvas height the splat fit assumes (ui.generate.VIEWER_HEIGHT)
 
@@ -212,18 +213,29 @@ def splat_fit(
     return (lo + hi) / 2.0, GSPLAT_DISTANCE / needed
 
 
+def _turn_quaternions(q8: np.ndarray) -> np.ndarray:
+    """The .splat's uint8 quaternions (w x y z, 128 = 0) turned half a turn about x: r (1, 0, 0, 0) * q."""
+    q = (q8.astype(np.float32) - 128.0) / 128.0
+    w, x, y, z = q.T
+    turned = np.stack([-x, w, -z, y], axis=1)
+    return np.clip(np.round(turned * 128.0 + 128.0), 0, 255).astype(np.uint8)
+
+
 def framed_splat(splat: str | Path, out: str | Path) -> Path:
-    """A copy of a .splat centred and scaled to fill gsplat.js's fixed view (positions and sizes scaled alike)."""
+    """A copy of a .splat centred and scaled to fill gsplat.js's fixed view (positions and sizes scaled alike)
+    and turned into its frame: our assets are +Y up, gsplat.js draws +Y down (the 3DGS / OpenCV convention),
+    so the copy is turned half a turn about x (y and z negated, each splat's rotation turned with it)."""
     raw = np.fromfile(str(splat), dtype=np.uint8)
     raw = raw[: len(raw) // SPLAT_BYTES * SPLAT_BYTES].reshape(-1, SPLAT_BYTES)
     floats = raw[:, :24].copy().view(np.float32)  # (N, 6): position, scale
     alpha = raw[:, 27]
     opaque = floats[alpha >= 128, :3] if (alpha >= 128).sum() >= 4 else floats[:, :3]
     centre, scale = splat_fit(opaque.astype(np.float64))
-    floats[:, :3] = (floats[:, :3] - centre) * scale
+    floats[:, :3] = (floats[:, :3] - centre) * scale * GSPLAT_FLIP
     floats[:, 3:6] *= scale
     raw = raw.copy()
     raw[:, :24] = floats.view(np.uint8)
+    raw[:, 28:32] = _turn_quaternions(raw[:, 28:32])
     out = Path(out)
     tmp = out.with_suffix(".tmp")
     raw.tofile(str(tmp))
