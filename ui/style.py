@@ -55,8 +55,13 @@ CSS = """
 
 # Gallery thumbnails load lazily, so a gallery built in a hidden tab stayed blank until scrolled: load them at once.
 HEAD = """<script>
-new MutationObserver(() => document.querySelectorAll('img[loading="lazy"]').forEach(i => { i.loading = 'eager'; }))
-  .observe(document.documentElement, { subtree: true, childList: true });
+new MutationObserver((records) => {
+  for (const record of records) for (const node of record.addedNodes) {
+    if (node.nodeType !== 1) continue;
+    const lazy = node.matches('img[loading="lazy"]') ? [node] : node.querySelectorAll('img[loading="lazy"]');
+    for (const img of lazy) img.loading = 'eager';
+  }
+}).observe(document.documentElement, { subtree: true, childList: true });
 </script>"""
 
 
