@@ -10,7 +10,7 @@ Public API::
     from ui import served                                     # what may be served (SERVED), redact, public_record
     from ui import public                                     # shared-host limits: ceilings, fair queueing
     from ui.matrix import comparison_matrix, matrix_html      # the metrics x methods comparison matrix
-    from ui.viewer_asset import viewer_file                   # a viewer-sized copy of a heavy asset
+    from ui.viewer_asset import viewer_file, camera_for       # a viewer-sized copy; the camera that frames it
     from ui.runs import build_runs_tab                        # browse and compare stored runs
 
 Nothing here imports torch: methods are listed through the registry and run through eval.runs.runner.

@@ -292,6 +292,7 @@ def build_modality_tab(modality: str) -> ModalityTab:
                 value=ticked,
                 label="Methods",
                 info=f"Pick up to {jobs.MAX_METHODS}; they run one after another and appear side by side.",
+                visible=bool(choices),  # with none that can run here, the note below says what would make them
             )
             if not choices and not notes:
                 gr.Markdown(f"No method takes {modality} input yet.", elem_classes=["input-note"])
