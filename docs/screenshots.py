@@ -105,7 +105,11 @@ def arena(page, out: Path) -> None:
     for i in range(radios.count()):  # two of four answered: the button says what is left
         if i in (1, 2) and "left" in radios.nth(i).inner_text().lower():
             radios.nth(i).locator("label").filter(has_text="left").first.click()
-    page.evaluate("window.scrollTo(0, document.querySelector('#arena-new-pair').getBoundingClientRect().top - 140)")
+    # the viewers, the questions and the Vote button (counting down) in the frame
+    page.evaluate(
+        "window.scrollTo(0, window.scrollY + 90"
+        " + document.querySelector('#arena-new-pair').getBoundingClientRect().top)"
+    )
     settle(page, 1.0)
     save_small(page.screenshot(), out / "arena.png")
 
