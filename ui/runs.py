@@ -138,7 +138,7 @@ def compare(store: Store, run_ids: list[str]) -> tuple[list[OpenedRun], str]:
         except UnknownRun:
             continue  # deleted since it was listed
     rows = [(o.label, row) for o in opened for row in o.rows]
-    return opened, matrix_html(rows, [o.label for o in opened])
+    return opened, matrix_html(rows, [o.label for o in opened], empty="no metrics were recorded for these runs")
 
 
 # ----------------------------------------------------------------------------- the tab
