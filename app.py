@@ -62,6 +62,7 @@ def launch_kwargs() -> dict[str, Any]:
     return {
         "theme": ui.theme(),
         "css": ui.CSS,
+        "head": ui.HEAD,
         "allowed_paths": served.SERVED,
         "blocked_paths": served.store_files(default_db_path()),
     }

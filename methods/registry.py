@@ -171,7 +171,7 @@ def availability(method: Method | str, modality: str | None = None, settings=Non
 def require_available(method: Method, modality: str, settings) -> None:
     status = availability(method, modality, settings)
     if not status.ok:
-        raise MethodUnavailable(f"{method.id} cannot run here: {status.reason}")
+        raise MethodUnavailable(f"{method.label} cannot run here: {status.reason}")
 
 
 def listing(modality: str | None = None) -> list[dict]:

@@ -306,8 +306,9 @@ def test_upload_previews_say_what_was_uploaded(tmp_path):
     image, note = _preview_image(_write(tmp_path, "notes.png", b"not pixels"))
     assert image is None and note.startswith("⚠️ notes.png is not an image")
     views = [str(p) for p in sorted((EXAMPLES / "turntable").glob("view_*.jpg"))]
-    gallery, note = _preview_views(views)
+    gallery, note, box = _preview_views(views)
     assert gallery == views and note == "24 views, 224×224 px"
+    assert box["label"] == "Video or views: 24 files"  # the box shows a few; its label says how many
 
 
 def test_unavailable_methods_are_listed_with_their_reason(app_methods):
@@ -316,9 +317,11 @@ def test_unavailable_methods_are_listed_with_their_reason(app_methods):
     choices, ticked, notes = method_choices("text")
     labels = dict((value, label) for label, value in choices)
     assert labels[SPHERE] == "Test sphere (~1 s)"  # its expected time here
-    assert labels["app-test-unavailable"].startswith("Test unavailable (unavailable: Python package(s)")
-    assert "app-test-unavailable" not in ticked
-    assert any("trilemma_no_such_package" in note for note in notes)
+    # listed once, by label, with its reason, and never as a choice (it cannot be ticked)
+    assert "app-test-unavailable" not in labels and "app-test-unavailable" not in ticked
+    assert [n for n in notes if "Test unavailable" in n] == [
+        "**Test unavailable**: Python package(s) not installed: trilemma_no_such_package"
+    ]
 
 
 def test_settings_form_maps_every_kind_and_back(app_methods):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from eval.ratings.bradley_terry import (
+    DEFAULT_L2,
     ELO_SCALE,
+    PRIOR_SD_ELO,
     bootstrap_bradley_terry,
     bradley_terry,
     fit_bradley_terry,
@@ -14,7 +16,9 @@ from eval.ratings.bradley_terry import (
     krippendorff_alpha,
     mle_exists,
     noise_raters,
+    posterior_sd,
     to_elo,
+    unranked,
     win_counts,
     win_rate_matrix,
 )
@@ -33,9 +37,76 @@ def simulate(theta: np.ndarray, n_votes: int, rng: np.random.Generator):
 def test_two_items_closed_form():
     # 30 wins to 10: the MLE odds are 3:1, so the Elo gap is 400 log10(3) = 190.8
     first, second, score = [0] * 40, [1] * 40, [1.0] * 30 + [0.0] * 10
-    elo = to_elo(bradley_terry(first, second, score, 2))
-    assert elo[0] - elo[1] == pytest.approx(400 * math.log10(3), abs=0.5)
+    elo = to_elo(bradley_terry(first, second, score, 2, l2=1e-9))  # no prior to speak of: the MLE
+    assert elo[0] - elo[1] == pytest.approx(400 * math.log10(3), abs=0.01)
     assert elo.mean() == pytest.approx(1000.0)
+
+
+def test_the_prior_is_chatbot_arenas_and_its_map_solves_the_penalised_score_equation():
+    # FastChat's fit_contextual_bt: reg 0.5 on base-10 ratings r (logit = ln10 (r_a - r_b)); theta = ln10 r
+    assert pytest.approx(0.5 / math.log(10) ** 2) == DEFAULT_L2
+    assert pytest.approx(400 * math.sqrt(2), rel=1e-9) == PRIOR_SD_ELO
+    # two items, 30:10: theta = (d/2, -d/2) solves 30 - 40 sigmoid(d) = l2 d / 2
+    d = bradley_terry([0] * 40, [1] * 40, [1.0] * 30 + [0.0] * 10, 2) @ np.array([1.0, -1.0])
+    assert 30 - 40 / (1 + math.exp(-d)) == pytest.approx(DEFAULT_L2 * d / 2, abs=1e-9)
+    assert 0 < math.log(3) - d < 0.01  # pulled towards 0 by 1.2 Elo points
+    # 3:0 has no finite MLE; with the prior the gap is finite and solves 3 (1 - sigmoid(d)) = l2 d / 2
+    d = bradley_terry([0, 0, 0], [1, 1, 1], [1.0] * 3, 2) @ np.array([1.0, -1.0])
+    assert 3 * (1 - 1 / (1 + math.exp(-d))) == pytest.approx(DEFAULT_L2 * d / 2, abs=1e-9)
+
+
+def test_few_votes_give_intervals_with_the_estimate_strictly_inside():
+    # the case: with 3 votes every bootstrap resample is the same, so the percentile interval
+    # collapsed onto the estimate ("1424.3 [1000, 1424.3]"); the posterior keeps it inside
+    cases = [
+        ([0, 0, 0], [1, 1, 1], [1.0] * 3, 2),  # one method won all three
+        ([0], [1], [1.0], 2),  # a single vote
+        ([0, 1], [1, 2], [1.0, 1.0], 3),  # a chain
+        ([0, 1, 0], [1, 0, 1], [1.0, 0.5, 0.5], 2),  # a win and two ties
+        ([0, 0, 1], [1, 2, 2], [0.5, 0.5, 0.5], 3),  # only ties
+    ]
+    for first, second, score, k in cases:
+        s = bootstrap_bradley_terry(first, second, score, k, n_boot=300, seed=0)
+        assert np.all(s.lower < s.elo) and np.all(s.elo < s.upper), (first, second, score, s)
+        assert np.all(np.isfinite(s.lower)) and np.all(np.isfinite(s.upper))
+
+
+def test_with_many_votes_the_interval_is_the_bootstraps():
+    rng = np.random.default_rng(3)
+    first, second, score = simulate(np.array([0.6, 0.0, -0.6]), 3000, rng)
+    s = bootstrap_bradley_terry(first, second, score, 3, n_boot=1000, seed=1)
+    wins = win_counts(first, second, score, 3)
+    theta = fit_bradley_terry(wins)
+    half = 1.959964 * ELO_SCALE * posterior_sd(wins, theta)
+    # the posterior's half-width matches the bootstrap's spread, so the hull adds little
+    boot_half = (s.upper - s.lower) / 2
+    assert np.allclose(half, boot_half, rtol=0.15), (half, boot_half)
+
+
+def test_posterior_sd_by_hand_for_two_items():
+    # two items, n votes at p: information [[c + l2, -c], [-c, c + l2]] with c = n p (1 - p); the mean-zero
+    # strengths are +-d/2 and d = theta_0 - theta_1 has variance 2 / (2c + l2) (the eigenvalue along (1, -1)),
+    # so sd(theta_0) = sd(d) / 2
+    wins = np.array([[6.0, 0.0], [0.0, 0.0]])
+    wins[0, 1], wins[1, 0] = 6.0, 4.0
+    theta = fit_bradley_terry(wins)
+    p = 1 / (1 + math.exp(-(theta[0] - theta[1])))
+    c = 10 * p * (1 - p)
+    expected = math.sqrt(2 / (2 * c + DEFAULT_L2)) / 2
+    assert posterior_sd(wins, theta) == pytest.approx([expected, expected], rel=1e-9)
+
+
+def test_unranked_names_who_won_or_lost_everything():
+    w = win_counts([0, 0, 0], [1, 1, 1], [1.0] * 3, 2)
+    assert unranked(w) == {0: "won every comparison", 1: "lost every comparison"}
+    # A beat B, B and C traded wins: A's gap is the prior's, B and C as a group lost every comparison to A
+    w = win_counts([0, 1, 2], [1, 2, 1], [1.0, 1.0, 1.0], 3)
+    u = unranked(w)
+    assert u[0] == "won every comparison" and set(u) == {0, 1, 2}
+    # a method with no votes yet
+    assert unranked(win_counts([0, 1], [1, 0], [1.0, 1.0], 3)) == {2: "no comparisons"}
+    # the MLE exists: everyone is ranked by the data
+    assert unranked(win_counts([0, 1, 2, 0], [1, 2, 0, 2], [1.0, 1.0, 1.0, 0.0], 3)) == {}
 
 
 def test_recovers_the_order_of_known_strengths():
@@ -79,13 +150,13 @@ def test_bootstrap_is_seeded_and_batch_fit_matches_single_fits():
 def test_ties_count_half_and_pull_items_together():
     only_ties = bradley_terry([0, 1, 0, 1], [1, 0, 1, 0], [0.5] * 4, 2)
     assert np.allclose(only_ties, 0.0)
-    decisive = bradley_terry([0] * 20, [1] * 20, [1.0] * 15 + [0.0] * 5, 2)
-    with_ties = bradley_terry([0] * 40, [1] * 40, [1.0] * 15 + [0.0] * 5 + [0.5] * 20, 2)
+    decisive = bradley_terry([0] * 20, [1] * 20, [1.0] * 15 + [0.0] * 5, 2, l2=1e-9)
+    with_ties = bradley_terry([0] * 40, [1] * 40, [1.0] * 15 + [0.0] * 5 + [0.5] * 20, 2, l2=1e-9)
     assert 0 < with_ties[0] - with_ties[1] < decisive[0] - decisive[1]
     # 15 + 10 half wins against 5 + 10: odds 25:15
     assert with_ties[0] - with_ties[1] == pytest.approx(math.log(25 / 15), abs=1e-3)
     # the side of the tie does not matter
-    swapped = bradley_terry([1] * 40, [0] * 40, [0.0] * 15 + [1.0] * 5 + [0.5] * 20, 2)
+    swapped = bradley_terry([1] * 40, [0] * 40, [0.0] * 15 + [1.0] * 5 + [0.5] * 20, 2, l2=1e-9)
     assert np.allclose(swapped, with_ties, atol=1e-9)
 
 

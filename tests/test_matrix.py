@@ -118,3 +118,19 @@ def test_long_form_downloads_keep_every_row():
     ]
     records = [metric_json(method.lower(), "run", row) for method, row in rows]
     assert json.loads(long_form_json(records)) == json.loads(json.dumps(records))
+
+
+def test_an_empty_matrix_says_why_it_is_empty():
+    from ui import jobs
+    from ui.generate import empty_matrix_reason
+
+    def state(*states):
+        return jobs.JobState(slots=[jobs.SlotState(f"m{i}", f"M{i}", state=s) for i, s in enumerate(states)])
+
+    assert empty_matrix_reason(state("done", "running")) == "metrics appear here as each method finishes"
+    refused = empty_matrix_reason(state("refused", "refused"))
+    assert refused == "no metrics: no method was run (each slot says why it was not)"
+    assert "no method finished" in empty_matrix_reason(state("refused", "failed"))
+    page = matrix_html([], ["M0", "M1"], refused)
+    assert "<td colspan='3' class='matrix-empty'>no metrics: no method was run" in page
+    assert "appear here" not in page

@@ -99,5 +99,51 @@ def test_cpu_defaults_are_the_families_for_text_and_the_two_video_methods_side_b
     assert generate.method_choices("text")[1] == ["vae", "gan", "ddpm", "score-sde"]
     # neither finishes within a minute on a CPU: the fastest and those within PEER_FACTOR of it
     assert generate.method_choices("video")[1] == ["nerf", "gaussian-splatting"]
-    labels = dict((mid, label) for label, mid in generate.method_choices("text")[0])
-    assert labels["shap-e"].endswith("(~33 min)") or "unavailable" in labels["shap-e"]
+    choices, _, notes = generate.method_choices("text")
+    labels = dict((mid, label) for label, mid in choices)
+    if "shap-e" in labels:
+        assert labels["shap-e"].endswith("(~33 min)")
+    else:  # weights not cached here: listed once, under the choices, with its reason
+        assert sum(n.startswith("**Shap-E**: ") for n in notes) == 1
+
+
+def test_when_nothing_can_run_the_note_says_what_would(monkeypatch):
+    from ui import generate
+
+    rows = [
+        {"id": "shap-e", "label": "Shap-E", "available": False,
+         "reason": "weights for openai/shap-e-img2img are not in the cache and the hub is unreachable"},
+        {"id": "x", "label": "X", "available": False, "reason": "Python package(s) not installed: xyz"},
+    ]  # fmt: skip
+    monkeypatch.setattr(generate, "listing", lambda modality: rows)
+    choices, ticked, notes = generate.method_choices("image")
+    assert choices == [] and ticked == []
+    note = generate.unavailable_note("image", notes, len(choices))
+    assert note.startswith("**No method for this input can run on this machine.**")
+    assert "- **Shap-E**: weights for openai/shap-e-img2img" in note
+    assert "network access" in note and "pip install" in note
+    assert "`python -m methods list --modality image`" in note
+    # with something to run, the note only lists the others
+    assert generate.unavailable_note("image", notes, 1).startswith("Cannot run on this machine:\n- **Shap-E**")
+
+
+def test_a_new_stage_reaches_the_slot_at_once_and_meshing_says_so(slow_method, monkeypatch):
+    """After "evaluate 100%" the mesh stage shows at once, even when it comes within the throttle's interval."""
+    from methods.base import Progress
+
+    class Meshes(ChoicesTestQuick):
+        id = PREFIX + "meshes"
+
+        def run(self, inputs, settings):
+            yield Progress("evaluate", 1.0, "held-out view 3 of 3")
+            yield Progress("mesh", None, "marching cubes at 64^3")
+            return (yield from super().run(inputs, settings))
+
+    register(Meshes)
+    try:
+        monkeypatch.setattr(jobs._Throttle, "due", lambda self: False)  # as if every event came within the interval
+        job = jobs.plan_job("text", "a mug", [Meshes.id], 0)
+        seen = [state.slots[0].status_markdown() for state in jobs.run_job(job)]
+        assert any(s.startswith("⚙️ **meshing** — marching cubes at 64^3") for s in seen), seen
+    finally:
+        unregister(Meshes.id)

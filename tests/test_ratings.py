@@ -320,7 +320,8 @@ def test_cli_leaderboard_and_export(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert ratings_cli.main(["leaderboard", "--db", db, "--bootstrap", "50", "--criterion", "geometry"]) == 0
     text = capsys.readouterr().out
     assert "Geometry (12 votes)" in text and "win rate" in text and "Overall" not in text.split("Agreement")[0]
-    assert "no finite maximum-likelihood fit yet" in text  # every vote agreed with one ranking
+    # every vote agreed with one ranking: the top one won everything, the last lost everything
+    assert "the votes cannot rank m-a (won every comparison), m-c (lost every comparison) yet" in text
     assert ratings_cli.main(["export", "--db", db, "--out", str(tmp_path / "out"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == {"votes": 48, "ratings": 0, "pairs": 12}
     assert ratings_cli.main(["leaderboard", "--db", str(tmp_path / "none.db")]) == 2

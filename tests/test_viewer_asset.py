@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trimesh
 
 from ui import jobs
@@ -77,3 +78,74 @@ def test_the_viewer_copy_is_made_once(tmp_path):
     made = Path(first.path).stat().st_mtime_ns
     again = viewer_file(asset, max_points=500)
     assert again == first and Path(again.path).stat().st_mtime_ns == made
+
+
+# ----------------------------------------------------------------------------- framing from the bounds
+
+
+def _project(corners, toward_camera, distance, tan_v, tan_h):
+    """Corners' screen positions as fractions of the half-width and half-height (camera aimed at the origin)."""
+    from ui.viewer_asset import _view_basis
+
+    u, right, up = _view_basis(np.asarray(toward_camera, float))
+    depth = distance - corners @ u
+    return np.abs(corners @ right) / depth / tan_h, np.abs(corners @ up) / depth / tan_v
+
+
+@pytest.mark.parametrize("extents", [(0.3, 1.6, 0.3), (1.6, 0.12, 0.9), (1.0, 1.0, 1.0), (40.0, 2.0, 10.0)])
+def test_the_mesh_viewer_camera_frames_the_box_whole_and_tight(tmp_path, extents):
+
+    from ui import viewer_asset as va
+
+    path = tmp_path / "box.glb"
+    box = trimesh.creation.box(extents=extents)
+    box.apply_translation([3.0, -2.0, 1.0])  # off the origin: the viewer aims at the box's centre
+    box.export(path)
+    alpha, beta, radius = va.viewer_camera(path)
+    assert (alpha, beta) == va.ORBIT_DEG
+    corners = va.box_corners(*va.mesh_bounds(path))
+    tan_v = np.tan(va.BABYLON_FOV / 2)
+    x, y = _project(corners, va.babylon_direction(alpha, beta), radius, tan_v, tan_v * va.ASSUMED_ASPECT)
+    assert x.max() <= va.FILL + 1e-3 and y.max() <= va.FILL_V + 1e-3  # whole, inside the margins
+    assert x.max() >= va.FILL - 1e-3 or y.max() >= va.FILL_V - 1e-3  # and as large as that allows
+    # the same bounds always give the same camera: every method is framed alike
+    assert va.camera_for(path) == {"camera_position": (alpha, beta, radius)}
+    assert va.camera_for(tmp_path / "x.splat") == {}
+
+
+def _write_splat(path, positions, scales, alpha=255):
+    n = len(positions)
+    raw = np.zeros((n, 32), np.uint8)
+    floats = np.concatenate([positions, scales], axis=1).astype(np.float32)
+    raw[:, :24] = floats.view(np.uint8).reshape(n, 24)
+    raw[:, 24:27], raw[:, 27], raw[:, 28] = 200, alpha, 255  # colour, opacity, rotation (w = 1)
+    raw[:, 29:32] = 128
+    raw.tofile(path)
+
+
+def test_the_splat_viewer_copy_is_framed_for_its_fixed_camera(tmp_path):
+    from ui import viewer_asset as va
+
+    rng = np.random.default_rng(0)
+    positions = rng.uniform([-0.2, -2.0, -0.2], [0.2, 2.0, 0.2], (2000, 3)) + [5.0, 1.0, -3.0]  # tall, off-centre
+    scales = np.full((2000, 3), 0.02)
+    src = tmp_path / "asset.splat"
+    _write_splat(src, positions, scales)
+    shown = va.viewer_file(src)
+    assert Path(shown.path).name == "viewer.splat" and shown.note == ""
+    raw = np.fromfile(shown.path, np.uint8).reshape(-1, 32)
+    framed = raw[:, :24].copy().view(np.float32).reshape(-1, 6)
+    lo, hi = np.percentile(framed[:, :3], 1, axis=0), np.percentile(framed[:, :3], 99, axis=0)
+    assert np.allclose((lo + hi) / 2, 0.0, atol=1e-3)  # centred where the splat viewer looks
+    scale = (hi - lo)[1] / (np.percentile(positions, 99, axis=0) - np.percentile(positions, 1, axis=0))[1]
+    assert np.allclose(framed[:, 3:], 0.02 * scale, rtol=1e-4)  # sizes scaled with the positions
+    tan_v = va.VIEWER_CANVAS_PX / (2 * va.GSPLAT_FOCAL_PX)
+    x, y = _project(va.box_corners(lo, hi), va.gsplat_direction(), va.GSPLAT_DISTANCE, tan_v, tan_v * va.ASSUMED_ASPECT)
+    assert x.max() <= va.FILL + 1e-3 and y.max() <= va.FILL_V + 1e-3
+    assert y.max() >= va.FILL_V - 1e-3  # the tall splats span the height
+    original = np.fromfile(src, np.uint8).reshape(-1, 32)
+    assert np.array_equal(raw[:, 24:28], original[:, 24:28])  # colours and opacities kept
+    # turned into the splat viewer's +Y-down frame: the top of the asset is the lowest y there
+    top = np.argmax(positions[:, 1])
+    assert framed[top, 1] == framed[:, 1].min()
+    assert np.array_equal(raw[:, 28:32], np.tile([128, 255, 128, 128], (len(raw), 1)))  # identity -> half-turn about x

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import secrets
 import tempfile
@@ -37,6 +38,7 @@ from eval.ratings import CRITERIA, CRITERION_LABELS, LIKERT, Policy, RatingError
 from eval.runs.store import Store
 from ui import hosting
 from ui.served import SERVED
+from ui.viewer_asset import camera_for
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +242,19 @@ class ArenaTab:
     login: gr.LoginButton | None
 
 
+def vote_button(state: dict | None, wait_left: float, answers: Any) -> Any:
+    """The Vote button's update: enabled only for a shown, unvoted pair, once the viewing time has passed
+    (counting down on the button) and every question has an answer (the button says how many are left)."""
+    if not state or state.get("voted"):
+        return gr.update(value="Vote", interactive=False)
+    if wait_left > 0:
+        return gr.update(value=f"Vote (look for {math.ceil(wait_left)} s more)", interactive=False)
+    missing = sum(1 for a in answers if not a)
+    if missing:
+        return gr.update(value=f"Vote (answer {missing} more question{'s' if missing > 1 else ''})", interactive=False)
+    return gr.update(value="Vote", interactive=True)
+
+
 def build_arena_tab(store: Store | None = None, policy: Policy | None = None) -> ArenaTab:
     """Build the Arena in the current Blocks context (call inside ``gr.Tab``).
 
@@ -340,17 +355,19 @@ def build_arena_tab(store: Store | None = None, policy: Policy | None = None) ->
             gr.update(value=img, visible=img is not None),
             note,
             "",
-            gr.update(interactive=wait <= 0),
+            vote_button(state, wait, [None] * len(CRITERIA)),
             gr.Timer(active=wait > 0),
             *clear,
         )
 
-    def tick(state: dict | None) -> tuple[Any, Any]:
-        if not state or state.get("voted"):
-            return gr.update(interactive=False), gr.Timer(active=False)
-        if time.time() - state["served_at"] >= get_policy().min_view_seconds:
-            return gr.update(interactive=True), gr.Timer(active=False)
-        return gr.update(), gr.Timer()
+    def tick(state: dict | None, *answers: str | None) -> tuple[Any, Any]:
+        """The Vote button while a pair is shown: the viewing time counting down on it, then what is missing."""
+        left_s = get_policy().min_view_seconds - (time.time() - state["served_at"]) if state else 0.0
+        return vote_button(state, left_s, answers), gr.Timer(active=bool(state) and left_s > 0)
+
+    def on_answer(state: dict | None, *answers: str | None) -> Any:
+        left_s = get_policy().min_view_seconds - (time.time() - state["served_at"]) if state else 0.0
+        return vote_button(state, left_s, answers)
 
     def change_view(state: dict | None, mode: str) -> tuple[Any, Any]:
         if not state:
@@ -388,7 +405,7 @@ def build_arena_tab(store: Store | None = None, policy: Policy | None = None) ->
             state,
             "Thank you, your vote is saved. Press **New pair** for another.",
             text,
-            gr.update(interactive=False),
+            gr.update(value="Vote", interactive=False),
             gr.Timer(active=False),
         )
 
@@ -401,7 +418,13 @@ def build_arena_tab(store: Store | None = None, policy: Policy | None = None) ->
         api_visibility=API_VISIBILITY,
     )
     view.change(change_view, [pair, view], [left, right], api_name="arena_view", api_visibility=API_VISIBILITY)
-    timer.tick(tick, [pair], [vote, timer], api_visibility="private", queue=False, show_progress="hidden")
+    timer.tick(
+        tick, [pair, *questions.values()], [vote, timer], api_visibility="private", queue=False, show_progress="hidden"
+    )
+    for question in questions.values():
+        question.change(
+            on_answer, [pair, *questions.values()], vote, api_visibility="private", queue=False, show_progress="hidden"
+        )
     vote.click(
         cast,
         [rater, pair, *questions.values()],
@@ -438,7 +461,7 @@ def _viewer_updates(state: dict[str, Any], mode: str) -> tuple[Any, Any]:
         log.warning("cannot show pair %s: %s: %s", state.get("id"), type(exc).__name__, exc)
         message = "The models of this pair cannot be opened; press New pair for another."
         raise gr.Error(message, print_exception=False) from None
-    return tuple(gr.update(value=f, display_mode=display) for f in files)  # type: ignore[return-value]
+    return tuple(gr.update(value=f, display_mode=display, **camera_for(f)) for f in files)  # type: ignore[return-value]
 
 
 def start_sync(get_store: Callable[[], Store]) -> None:

@@ -28,9 +28,10 @@ from ui import jobs, public, served
 from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
-from ui.matrix import long_form_csv, long_form_json, matrix_html
+from ui.matrix import WAITING, long_form_csv, long_form_json, matrix_html
 from ui.panel import PANEL_HEADERS, table
 from ui.settings_form import SettingsForm, build_settings_form
+from ui.viewer_asset import camera_for
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = ASSETS / "examples"
@@ -38,8 +39,8 @@ TITLES = {"text": "Text → 3D", "image": "Image → 3D", "video": "Video → 3D
 API_NAMES = {"text": "text_to_3d", "image": "image_to_3d", "video": "video_to_3d"}
 QUICK_SECONDS = 60  # methods expected to finish within a minute here are ticked at first
 PEER_FACTOR = 1.5  # when none is quick: the fastest method and those expected within 1.5x its time
-REASON_CHARS = 48  # unavailable reasons are cut to this length in the method list; shown whole below it
 VIEWER_HEIGHT = 300
+RENDERS_HEIGHT = 160  # one row of 100 px thumbnails under the label, scrolled sideways (ui.style.CSS)
 
 
 # ----------------------------------------------------------------------------- examples
@@ -70,30 +71,51 @@ def method_choices(modality: str) -> tuple[list[tuple[str, str]], list[str], lis
     """(label, id) choices for the method list, the ids ticked at first, and notes on the unavailable
     ones with their full reason.
 
-    Each available method's label carries its expected time on this machine ("~1 s", "~33 min"), and
-    the methods ticked at first are those expected to finish within ``QUICK_SECONDS`` here (at most
-    ``jobs.MAX_METHODS``); when none is that quick, the fastest and those within ``PEER_FACTOR`` of it
-    (nerf and gaussian-splatting side by side on a CPU).
+    Only methods that can run here are choices (an unavailable one cannot be ticked); each is listed
+    once, the unavailable ones in the notes under the list, by label, with their reason. Each choice's
+    label carries its expected time on this machine ("~1 s", "~33 min"), and the methods ticked at first
+    are those expected to finish within ``QUICK_SECONDS`` here (at most ``jobs.MAX_METHODS``); when none
+    is that quick, the fastest and those within ``PEER_FACTOR`` of it (nerf and gaussian-splatting side
+    by side on a CPU).
     """
     choices, timed, notes = [], [], []
     gpu = runtime.gpu_present()
     for row in listing(modality):
-        label = row["label"]
         if not row["available"]:
-            reason = served.redact(row["reason"])
-            short = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1].rstrip() + "…"
-            label = f"{label} (unavailable: {short})"
-            notes.append(f"**{row['label']}** cannot run here: {reason}")
-        else:
-            seconds = expected_here(row["id"], modality, gpu)
-            label = f"{label} (~{format_seconds(max(seconds, 1.0))})"
-            timed.append((seconds, row["id"]))
-        choices.append((label, row["id"]))
+            notes.append(f"**{row['label']}**: {served.redact(row['reason'])}")
+            continue
+        seconds = expected_here(row["id"], modality, gpu)
+        choices.append((f"{row['label']} (~{format_seconds(max(seconds, 1.0))})", row["id"]))
+        timed.append((seconds, row["id"]))
     quick = [mid for seconds, mid in timed if seconds <= QUICK_SECONDS][: jobs.MAX_METHODS]
     if not quick and timed:  # none is that quick (the video methods on a CPU): the fastest and its peers
         fastest = min(timed)[0]
         quick = [mid for seconds, mid in timed if seconds <= PEER_FACTOR * fastest][: jobs.MAX_METHODS]
     return choices, quick, notes
+
+
+def unavailable_note(modality: str, notes: list[str], n_available: int) -> str:
+    """The Markdown under the method list: which methods cannot run here and why, and, when none can,
+    what would make them run."""
+    if not notes:
+        return ""
+    head = "Cannot run on this machine:" if n_available else "**No method for this input can run on this machine.**"
+    lines = [head, *(f"- {n}" for n in notes)]
+    if not n_available:
+        text = " ".join(notes)
+        fixes = []
+        if "not in the cache" in text or "not cached" in text:
+            fixes.append(
+                "their weights download on first use: start the app once with network access (without"
+                " `HF_HUB_OFFLINE=1`), or put the weights in the Hugging Face cache (`HF_HOME`)"
+            )
+        if "package" in text:
+            fixes.append("install the missing Python packages (`pip install -r requirements.txt`)")
+        if "GPU" in text or "CUDA" in text:
+            fixes.append("run on a machine with a GPU")
+        fixes.append(f"`python -m methods list --modality {modality}` says why each one cannot run")
+        lines.append("To make them run: " + "; ".join(fixes) + ".")
+    return "\n".join(lines)
 
 
 def expected_here(method_id: str, modality: str, gpu: bool) -> float:
@@ -167,11 +189,11 @@ def _build_input(modality: str) -> tuple[gr.components.Component, list[Any]]:
             )
         return upload, []
     upload = gr.File(
-        label="Video or views", file_count="multiple", file_types=["video", "image"], type="filepath", height=140
+        label=UPLOAD_LABEL, file_count="multiple", file_types=["video", "image"], type="filepath", height=140
     )
     gallery = gr.Gallery(label="Views", columns=8, height=110, allow_preview=False, interactive=False)
     note = gr.Markdown(elem_classes=["input-note"])
-    upload.change(_preview_views, upload, [gallery, note], api_visibility="private", queue=False)
+    upload.change(_preview_views, upload, [gallery, note, upload], api_visibility="private", queue=False)
     view_sets = example_view_sets()
     if view_sets:
         gr.Examples(
@@ -194,11 +216,20 @@ def _preview_image(path: str | None):
     return inputs.image, describe_upload("image", path)
 
 
+UPLOAD_LABEL = "Video or views"
+
+
+def upload_label(paths: list[str] | None) -> str:
+    """The upload box's label says how many files it holds (the box itself shows only the first few)."""
+    n = len(paths or [])
+    return UPLOAD_LABEL if not n else f"{UPLOAD_LABEL}: {n} file{'s' if n != 1 else ''}"
+
+
 def _preview_views(paths: list[str] | None):
     if not paths:
-        return [], ""
+        return [], "", gr.update(label=UPLOAD_LABEL)
     images = [p for p in paths if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
-    return images, describe_upload("video", paths)
+    return images, describe_upload("video", paths), gr.update(label=upload_label(paths))
 
 
 def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
@@ -213,9 +244,9 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
                     interactive=False,
                 )
                 renders = gr.Gallery(
-                    label="What the metrics saw (input | render, colour and geometry ring)",
+                    label="What the metrics saw",  # one line: a longer label covered the thumbnails
                     columns=8,
-                    height=110,
+                    height=RENDERS_HEIGHT,
                     object_fit="contain",
                     allow_preview=True,
                     visible=False,
@@ -240,7 +271,7 @@ def _show_result(result: dict[str, Any] | None):
     viewer = result.get("viewer") or result.get("glb")  # a reduced copy when the asset is heavy
     renders = [tuple(item) for item in result.get("renders") or []]
     return (
-        gr.update(value=viewer, label=result.get("label")),
+        gr.update(value=viewer, label=result.get("label"), **camera_for(viewer)),
         gr.update(value=files, visible=bool(files)),
         gr.update(value=renders or None, visible=bool(renders)),
     )
@@ -261,11 +292,12 @@ def build_modality_tab(modality: str) -> ModalityTab:
                 value=ticked,
                 label="Methods",
                 info=f"Pick up to {jobs.MAX_METHODS}; they run one after another and appear side by side.",
+                visible=bool(choices),  # with none that can run here, the note below says what would make them
             )
-            if not choices:
+            if not choices and not notes:
                 gr.Markdown(f"No method takes {modality} input yet.", elem_classes=["input-note"])
             if notes:
-                gr.Markdown("\n".join(f"- {n}" for n in notes), elem_classes=["input-note"])
+                gr.Markdown(unavailable_note(modality, notes, len(choices)), elem_classes=["input-note", "unavailable"])
             with gr.Row(equal_height=True):
                 seed = gr.Slider(0, jobs.MAX_SEED, value=0, step=1, label="Seed", scale=3)
                 randomize = gr.Checkbox(value=True, label="Randomize seed", scale=1)
@@ -381,9 +413,22 @@ def _ui_outputs(job: jobs.Job, state: jobs.JobState) -> list[Any]:
             result["renders"] = [list(item) for item in slot.renders]
         out += [gr.update(visible=True), result, slot.status_markdown()]
     out.append(table(state.metrics))
-    out.append(matrix_html(state.metrics, [slot.label for slot in state.slots]))
+    out.append(matrix_html(state.metrics, [slot.label for slot in state.slots], empty_matrix_reason(state)))
     out.append(write_metric_files(state) if state.finished and state.metrics else gr.skip())
     return out
+
+
+def empty_matrix_reason(state: jobs.JobState) -> str:
+    """Why the matrix has no row yet: methods still to finish, or none that could give metrics."""
+    states = [slot.state for slot in state.slots]
+    if any(s in ("queued", "running") for s in states):
+        return WAITING
+    refused, failed = states.count("refused"), states.count("failed")
+    if refused == len(states):
+        return "no metrics: no method was run (each slot says why it was not)"
+    if refused + failed == len(states):
+        return "no metrics: no method finished (each slot says why it failed or was not run)"
+    return "no metrics were recorded for these runs"
 
 
 def write_metric_files(state: jobs.JobState) -> list[str]:

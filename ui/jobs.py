@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_METHODS = 4  # result slots side by side
 MAX_SEED = 2**31 - 1
 PROGRESS_INTERVAL_S = 0.25  # at most four progress updates a second reach the browser
+STAGE_WORDS = {"mesh": "meshing", "evaluate": "evaluating", "turntable": "rendering a turntable"}  # shown for stages
 GPU_SECONDS_MIN, GPU_SECONDS_MAX, GPU_SECONDS_MARGIN = 30, 600, 15
 MAX_SETTINGS_CHARS = 20_000  # the API's settings JSON
 
@@ -98,7 +99,7 @@ class SlotState:
             return "⏳ Waiting for its turn…" + (f" (expected: {self.expected})" if self.expected else "")
         if self.state == "running":
             done = f" {self.fraction:.0%}" if self.fraction is not None else ""
-            line = f"⚙️ **{self.stage or 'starting'}**{done}"
+            line = f"⚙️ **{STAGE_WORDS.get(self.stage, self.stage) or 'starting'}**{done}"
             line += f" — {self.message}" if self.message else ""
             return line + (f" (expected: {self.expected})" if self.expected else "")
         reduced = f"\n\n🔎 {self.viewer_note}" if self.viewer_note else ""
@@ -267,8 +268,9 @@ def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store:
                 slot.run_id = event.run_id
                 if event.kind == "progress" and event.progress is not None:
                     p = event.progress
+                    new_stage = p.stage != slot.stage  # a new stage always shows (meshing after evaluate 100%)
                     slot.stage, slot.fraction, slot.message = p.stage, p.fraction, p.message
-                    if throttle.due():
+                    if throttle.due() or new_stage:
                         yield state
                 elif event.kind == "metric" and event.metric is not None:
                     rows.append(event.metric)

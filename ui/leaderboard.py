@@ -16,6 +16,7 @@ import gradio as gr
 
 from eval import ratings
 from eval.ratings import CRITERIA, CRITERION_LABELS
+from eval.ratings.bradley_terry import PRIOR_SD_ELO
 from eval.runs.store import Store
 from ui.arena import API_VISIBILITY, start_sync
 
@@ -109,17 +110,21 @@ def views(board: dict[str, Any]) -> dict[str, Any]:
         noise = f"; {len(flagged)} rater(s) flagged as noise, their votes kept but {used}"
     out["summary"] = (
         f"**{board['votes_used']}** votes from **{board['raters']}** raters on **{len(methods)}** methods"
-        f" ({board['votes']} votes match the filters{noise}). Bradley-Terry maximum likelihood, ties and"
-        f" *both bad* as half a win each; Elo scale (mean 1000); {int(settings['level'] * 100)}% percentile"
-        f" bootstrap intervals from {settings['n_boot']} resamples of the votes."
+        f" ({board['votes']} votes match the filters{noise}). Bradley-Terry with a stated prior (Gaussian on the"
+        f" strengths, sd {PRIOR_SD_ELO:.0f} Elo points: the regularisation Chatbot Arena's fit uses), ties and"
+        f" *both bad* as half a win each; Elo scale (mean 1000); {int(settings['level'] * 100)}% intervals: the"
+        f" percentile bootstrap from {settings['n_boot']} resamples of the votes, widened to the posterior's"
+        " normal interval where few votes make the resamples collapse."
     )
-    unbounded = [
-        CRITERION_LABELS[c] for c, data in board["criteria"].items() if data["votes"] and not data["mle_exists"]
+    unranked = [
+        f"{CRITERION_LABELS[c]}: " + ", ".join(f"{m} ({why})" for m, why in data.get("unranked", {}).items())
+        for c, data in board["criteria"].items()
+        if data["votes"] and data.get("unranked")
     ]
-    if unbounded:
+    if unranked:
         out["summary"] += (
-            f"\n\n**Not enough votes yet** ({', '.join(unbounded)}): some methods won or lost all their comparisons,"
-            " so there is no finite maximum-likelihood fit; the gaps shown there come from the weak prior."
+            "\n\n**The votes cannot rank these methods yet**, so their gaps to the others come from the prior, not"
+            " from the votes; collect more votes: " + "; ".join(unranked) + "."
         )
     return out
 

@@ -134,8 +134,12 @@ def _mark_best(entry: MatrixRow) -> None:
         entry.cells[i].best = v == best
 
 
-def matrix_html(rows: list[tuple[str, MetricRow]], methods: list[str]) -> str:
-    """The matrix as an HTML table (group header rows, best values bold with a star, skips with a tooltip)."""
+WAITING = "metrics appear here as each method finishes"
+
+
+def matrix_html(rows: list[tuple[str, MetricRow]], methods: list[str], empty: str = WAITING) -> str:
+    """The matrix as an HTML table (group header rows, best values bold with a star, skips with a tooltip);
+    ``empty`` is the line it shows while there is no row (why it is empty)."""
     if not methods:
         return ""
     matrix = comparison_matrix(rows, methods)
@@ -157,7 +161,7 @@ def matrix_html(rows: list[tuple[str, MetricRow]], methods: list[str]) -> str:
         body.append(f"<tr data-metric='{html.escape(entry.key, quote=True)}'><th scope='row'>"
                     f"{html.escape(entry.label)}</th>{''.join(cells)}</tr>")  # fmt: skip
     if not body:
-        body.append(f"<tr><td colspan='{len(methods) + 1}'>metrics appear here as each method finishes</td></tr>")
+        body.append(f"<tr><td colspan='{len(methods) + 1}' class='matrix-empty'>{html.escape(empty)}</td></tr>")
     return (
         "<table class='comparison-matrix'><thead><tr><th scope='col'>metric</th>"
         f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -13,13 +13,57 @@ from ui import served
 MODALITY_NAMES = {"text": "text", "image": "image", "video": "video / views"}
 
 
+# The settings that set a run's cost, in the order a cost line names them, each as it reads there.
+COST_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("model_size", "{} model"),
+    ("num_inference_steps", "{:,} steps"),
+    ("steps", "{:,} steps"),
+    ("image_steps", "{:,} image steps"),
+    ("upsample", "upsampler {}"),
+    ("budget_seconds", "budget {:g} s"),
+    ("resolution", "{} px renders"),
+    ("max_image_size", "frames up to {} px"),
+    ("max_frames", "up to {} frames"),
+    ("frame_size", "{}³ decoding grid"),
+    ("grid_size", "{}³ SDF grid"),
+    ("grid_resolution", "{}³ field grid"),
+    ("mc_resolution", "{}³ marching cubes"),
+    ("mesh_resolution", "{}³ marching cubes"),
+)
+
+
+def cost_assumptions(settings: Any) -> str:
+    """What a cost figure assumes: the cost-setting values of ``settings`` (the defaults), named the same way
+    on every card; an automatic time budget says so."""
+    parts = []
+    for name, form in COST_SETTINGS:
+        if not hasattr(settings, name):
+            continue
+        value = getattr(settings, name)
+        if name == "budget_seconds" and not value:
+            parts.append("the automatic time budget (whichever ends first: steps or budget)")
+        elif isinstance(value, bool):
+            parts.append(form.format("on" if value else "off"))
+        else:
+            parts.append(form.format(value))
+    return ", ".join(parts) or "one sample, no setting changes its cost"
+
+
 def method_cards() -> list[dict[str, Any]]:
-    """Each method's spec plus ``available`` and ``reason`` (checked now: packages, GPU, weights)."""
+    """Each method's spec plus ``available`` and ``reason`` (checked now: packages, GPU, weights), and its cost:
+    the method's own estimate for its default settings on a GPU and on a CPU, with what that assumes."""
     cards = []
     for mid in ids():
         method = get(mid)
         status = availability(method)
-        cards.append({**method.spec(), "available": status.ok, "reason": served.redact(status.reason)})
+        defaults = method.default_settings(method.modalities[0])
+        gpu = float(method.estimate_seconds(defaults, gpu=True))
+        cpu = float(method.estimate_seconds(defaults, gpu=False))
+        assumes = f"{method.modalities[0]} input, default settings: {cost_assumptions(defaults)}"
+        if hasattr(defaults, "budget_seconds") and not defaults.budget_seconds and cpu < gpu:
+            assumes += "; a CPU gets a shorter budget, so it runs fewer steps and gives a rougher result"
+        cost = {"cost_gpu": gpu, "cost_cpu": cpu, "cost_assumes": assumes}
+        cards.append({**method.spec(), **cost, "available": status.ok, "reason": served.redact(status.reason)})
     return cards
 
 
@@ -27,7 +71,7 @@ def _seconds(value: float) -> str:
     if not value:
         return "–"
     if value < 1:
-        return "under 1 s"
+        return "1 s"
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
 
 
@@ -41,6 +85,14 @@ def _weights(card: dict[str, Any]) -> str:
         links.append(f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{html.escape(name)}</a>')
     size = f" ({card['weights_gb']:.1f} GB)" if card.get("weights_gb") else ""
     return ", ".join(links) + size
+
+
+def _cost(card: dict[str, Any]) -> str:
+    gpu, cpu = card.get("cost_gpu", card["seconds_gpu"]), card.get("cost_cpu", card["seconds_cpu"])
+    line = f"~{_seconds(gpu)} on a GPU · ~{_seconds(cpu)} on a CPU"
+    if card.get("cost_assumes"):
+        line += f'<br><span class="assumes">for {html.escape(card["cost_assumes"])}</span>'
+    return line
 
 
 def card_html(card: dict[str, Any]) -> str:
@@ -63,7 +115,7 @@ def card_html(card: dict[str, Any]) -> str:
         ("representation", e(card["representation"])),
         ("output", e(card["output"])),
         ("paper", paper_link),
-        ("cost", f"{_seconds(card['seconds_gpu'])} on a GPU · {_seconds(card['seconds_cpu'])} on a CPU"),
+        ("cost", _cost(card)),
         ("VRAM", f"{card['vram_gb']:.0f} GB" if card.get("vram_gb") else "–"),
         ("licence", e(card.get("licence") or "–")),
         ("weights", _weights(card)),

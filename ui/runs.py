@@ -23,7 +23,7 @@ from eval.runs.store import Store, UnknownRun
 from methods import registry
 from ui import served
 from ui.matrix import matrix_html
-from ui.viewer_asset import viewer_file
+from ui.viewer_asset import camera_for, viewer_file
 
 MAX_COMPARE = 4
 MAX_LISTED = 500
@@ -138,7 +138,7 @@ def compare(store: Store, run_ids: list[str]) -> tuple[list[OpenedRun], str]:
         except UnknownRun:
             continue  # deleted since it was listed
     rows = [(o.label, row) for o in opened for row in o.rows]
-    return opened, matrix_html(rows, [o.label for o in opened])
+    return opened, matrix_html(rows, [o.label for o in opened], empty="no metrics were recorded for these runs")
 
 
 # ----------------------------------------------------------------------------- the tab
@@ -161,7 +161,7 @@ def compare_view(run_ids: list[str] | None) -> list[Any]:
             out += [gr.update(value=None, label=f"Run {i + 1}"), gr.update(value=None, visible=False)]
             out += [gr.update(value=None, visible=False), gr.update(value=None, visible=False)]
             continue
-        out.append(gr.update(value=run.viewer, label=run.label))
+        out.append(gr.update(value=run.viewer, label=run.label, **camera_for(run.viewer)))
         out.append(gr.update(value=run.inputs or None, visible=bool(run.inputs)))
         out.append(gr.update(value=run.renders or None, visible=bool(run.renders)))
         out.append(gr.update(value=run.files or None, visible=bool(run.files)))
@@ -194,7 +194,7 @@ def build_runs_tab() -> None:
                     gr.Gallery(
                         label="What the metrics saw",
                         columns=8,
-                        height=110,
+                        height=160,  # as in the modality tabs: one row of 100 px thumbnails under the label
                         visible=False,
                         elem_classes=["slot-renders"],
                     )

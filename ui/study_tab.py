@@ -116,7 +116,7 @@ def _fmt(x: Any) -> str:
 def summary_table(summary: pd.DataFrame | None) -> pd.DataFrame:
     """Variants as rows, metrics as columns, "mean [low, high]" in each cell."""
     if summary is None or summary.empty:
-        return pd.DataFrame(columns=["variant"])
+        return empty_summary()
     arrows = {"higher": " ↑", "lower": " ↓"}
     text = summary.assign(
         column=summary["metric"] + summary["higher_is_better"].map(lambda h: arrows.get(h, "")),
@@ -172,10 +172,45 @@ def pair_runs(cells: pd.DataFrame, run_id: str, other_variant: str) -> tuple[str
     return str(row["run_id"]), str(other.iloc[0]["run_id"])
 
 
+BUNDLED_STUDIES = Path(__file__).resolve().parents[1] / "assets" / "studies"
+EMPTY_SUMMARY_HEADERS = ["variant", "metric ↑/↓: mean [95% interval]"]
+
+
+def empty_summary() -> pd.DataFrame:
+    """The summary table before any study has a report: its headers say what will be there."""
+    return pd.DataFrame(columns=EMPTY_SUMMARY_HEADERS)
+
+
+def bundled_studies(folder: Path = BUNDLED_STUDIES) -> list[tuple[str, str]]:
+    """(file name, description) of the study files that ship in assets/studies/."""
+    import yaml
+
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            description = str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("description") or "")
+        except (OSError, yaml.YAMLError):
+            description = ""
+        found.append((path.name, description.strip()))
+    return found
+
+
+def no_study_hint() -> str:
+    """The empty state: the bundled studies, and the commands that run one and build its report."""
+    lines = ["**No study has run on this server yet.** The studies that ship with the app, in `assets/studies/`:"]
+    lines += [f"- `{name}`" + (f": {text}" if text else "") for name, text in bundled_studies()]
+    lines.append(
+        "\nRun one (on the server, from the project folder), build its report, then press **Refresh**:\n\n"
+        "```\npython -m eval study run assets/studies/families-trilemma.yaml\n"
+        "python -m eval study report assets/studies/families-trilemma.yaml\n```"
+    )
+    return "\n".join(lines)
+
+
 def view_values(where: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame, list[str], list, list[str]]:
     """What the tab shows for a study folder: summary text, table, cells, images, cell choices, variants."""
     if not where:
-        return ("No study yet: run `python -m eval study run STUDY.yaml`.", pd.DataFrame(), cell_rows(None), [], [], [])
+        return (no_study_hint(), empty_summary(), cell_rows(None), [], [], [])
     try:
         view = load_view(where)
     except (ValueError, OSError) as exc:
@@ -208,7 +243,7 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
     except Exception as exc:  # a broken study folder must not stop the app from starting
         text0, table0, cells0, images0, choices0, variants0 = (
             f"{default}: {served.redact(exc)}",
-            pd.DataFrame(),
+            empty_summary(),
             None,
             [],
             [],
@@ -220,7 +255,14 @@ def build_study_tab(root: str | Path | None = None, policy: Policy | None = None
     )
     with gr.Row():
         # names only, checked against the server's studies in each event (new ones appear after Refresh)
-        study = gr.Dropdown(list(studies), value=default, label="Study", scale=2, allow_custom_value=True)
+        study = gr.Dropdown(
+            list(studies),
+            value=default,
+            label="Study",
+            info=None if studies else "none has run here yet: see below for the bundled ones",
+            scale=2,
+            allow_custom_value=True,
+        )
         refresh = gr.Button("Refresh", scale=0, min_width=90)
         build = gr.Button("Build report", scale=0, min_width=120)
     summary = gr.Markdown(text0)

@@ -33,13 +33,36 @@ CSS = """
 .method-card dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0 0 0;
   font-size: var(--text-sm); }
 .method-card dt { color: var(--body-text-color-subdued); }
-.method-card dd { margin: 0; }
+.method-card dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
+.method-card dd a { word-break: break-all; }
+.method-card .assumes { color: var(--body-text-color-subdued); font-size: var(--text-xs); }
 .method-card .availability { font-size: var(--text-sm); }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-weight: 600; font-size: var(--text-xs); }
 .badge.ok { background: #dcfce7; color: #166534; }
 .badge.no { background: #fee2e2; color: #991b1b; }
 .method-card .reason { color: var(--body-text-color-subdued); }
+/* What the metrics saw: one row of 100 px thumbnails below the label, scrolled sideways; a preview opens large */
+.slot-renders .grid-wrap { padding-top: 30px !important; overflow-x: auto !important; overflow-y: hidden !important; }
+.slot-renders .grid-container { grid-auto-flow: column !important; grid-template-columns: none !important;
+  grid-template-rows: 100px !important; grid-auto-columns: 100px !important; }
+.slot-renders .preview { position: fixed !important; inset: 4vh 4vw !important; width: auto !important;
+  height: auto !important; z-index: 1000 !important; border: 1px solid var(--border-color-primary);
+  box-shadow: 0 10px 40px rgba(0, 0, 0, 0.35); background: var(--background-fill-primary); }
+/* viewer titles stay clear of the toolbar */
+.result-slot label[data-testid="block-label"], .arena-viewer label[data-testid="block-label"] {
+  max-width: calc(100% - 96px); overflow: hidden; white-space: nowrap; }
 """
+
+# Gallery thumbnails load lazily, so a gallery built in a hidden tab stayed blank until scrolled: load them at once.
+HEAD = """<script>
+new MutationObserver((records) => {
+  for (const record of records) for (const node of record.addedNodes) {
+    if (node.nodeType !== 1) continue;
+    const lazy = node.matches('img[loading="lazy"]') ? [node] : node.querySelectorAll('img[loading="lazy"]');
+    for (const img of lazy) img.loading = 'eager';
+  }
+}).observe(document.documentElement, { subtree: true, childList: true });
+</script>"""
 
 
 def theme() -> gr.themes.Base:

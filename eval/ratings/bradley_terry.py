@@ -1,7 +1,9 @@
 """The maths of the qualitative study: pure functions over arrays, no database, no UI.
 
 - :func:`bradley_terry`: maximum-likelihood Bradley-Terry strengths from paired comparisons.
-- :func:`bootstrap_bradley_terry`: the same on the Elo scale with percentile bootstrap intervals.
+- :func:`bootstrap_bradley_terry`: the same on the Elo scale with intervals (bootstrap and posterior).
+- :func:`posterior_sd`: the posterior (Laplace) sd of each strength under the prior.
+- :func:`unranked`: the items the data cannot rank yet (they won, or lost, all their comparisons).
 - :func:`win_rate_matrix`: how often each item beat each other item.
 - :func:`krippendorff_alpha`: agreement between raters (nominal, ordinal, interval or ratio data).
 - :func:`kendall_tau`: rank agreement between the human ranking and an automatic metric's ranking.
@@ -18,14 +20,23 @@ items the same way when ties are symmetric, and with few votes per pair the extr
 poorly determined, so we do not use it. "Both bad" answers are ties here (neither was preferred);
 they are still counted separately in the vote counts.
 
-The fit is Newton's method on the concave log-likelihood plus a very weak Gaussian prior on the
-log-strengths (``l2`` = 1 / sd^2, default sd 10 = 1737 Elo points). The maximum-likelihood estimate
-is finite only when the "won at least once against" graph is strongly connected (Ford 1957, see
-:func:`mle_exists`); when it is not (a method won or lost all its comparisons), the prior keeps the
-numbers finite and the gaps it shows are set by the prior, not by the data. Where the MLE exists,
-the prior moves the strengths by far less than the bootstrap intervals (0.1 Elo point at 30:10).
-The bootstrap resamples votes with replacement, which is a multinomial draw over the distinct
-(first, second, score) cells, so all replicates are fitted together as one batch.
+The prior. The fit is Newton's method on the concave log-likelihood plus a Gaussian prior on the
+log-strengths, ``l2`` = 1 / sd^2. The default is the regularisation Chatbot Arena's tooling fits with
+(FastChat's ``fit_contextual_bt``: ``reg`` = 0.5 on base-10 ratings, i.e. sd sqrt(2) x 400 = 566 Elo
+points; ``DEFAULT_L2`` = 0.5 / ln(10)^2 on our natural-log scale). Without it, the maximum-likelihood
+estimate is finite only when the "won at least once against" graph is strongly connected (Ford 1957,
+see :func:`mle_exists`); with a handful of votes it is not (a method won or lost all its
+comparisons), and the prior sets the gaps there: :func:`unranked` names those methods, so the
+leaderboard can say that the data cannot rank them yet. Where the MLE exists the prior moves the
+strengths by far less than the intervals (1.2 Elo points at 30:10).
+
+Intervals. The percentile bootstrap resamples votes with replacement (a multinomial draw over the
+distinct (first, second, score) cells, so all replicates are fitted together as one batch). With few
+votes its distribution has a few atoms and can collapse onto the estimate (every resample of "A won
+3 of 3" is the same), leaving the estimate on the interval's end. So the interval reported is the
+hull of the bootstrap's and the posterior's normal (Laplace) interval, estimate +- z sd from the
+penalised information: it always holds the estimate strictly inside, and with many votes the two
+agree, so it stays the bootstrap interval.
 """
 
 from __future__ import annotations
@@ -39,7 +50,9 @@ import numpy as np
 
 ELO_BASE = 1000.0
 ELO_SCALE = 400.0 / np.log(10.0)  # one unit of log-strength in Elo points: P(win) = 1 / (1 + 10^(-diff / 400))
-DEFAULT_L2 = 0.01  # Gaussian prior on log-strengths with sd 10: matters only where the MLE does not exist
+# Chatbot Arena's regularisation (reg 0.5 on base-10 ratings): a Gaussian prior, sd sqrt(2) x 400 = 566 Elo points
+DEFAULT_L2 = 0.5 / np.log(10.0) ** 2
+PRIOR_SD_ELO = float(ELO_SCALE / np.sqrt(DEFAULT_L2))
 
 AlphaLevel = Literal["nominal", "ordinal", "interval", "ratio"]
 
@@ -75,14 +88,12 @@ def fit_bradley_terry(
         return np.zeros(0) if single else np.zeros((b, 0))
     n = w + np.swapaxes(w, 1, 2)
     theta = np.zeros((b, k))
-    eye = np.eye(k)
     active = np.ones(b, dtype=bool)
     for _ in range(max_iter):
         t, wa, na = theta[active], w[active], n[active]
         p = 1.0 / (1.0 + np.exp(-(t[:, :, None] - t[:, None, :])))
         grad = (wa - na * p).sum(axis=2) - l2 * t
-        curv = na * p * (1.0 - p)
-        info = np.einsum("bi,ij->bij", curv.sum(axis=2), eye) - curv + l2 * eye  # minus the Hessian
+        info = _information(na, p, l2)  # minus the Hessian
         step = np.linalg.solve(info, grad[..., None])[..., 0]
         # Newton on a logistic likelihood can overshoot far from the optimum; cap the step.
         step = np.clip(step, -2.0, 2.0)
@@ -93,6 +104,63 @@ def fit_bradley_terry(
             break
     theta -= theta.mean(axis=1, keepdims=True)
     return theta[0] if single else theta
+
+
+def _information(n: np.ndarray, p: np.ndarray, l2: float) -> np.ndarray:
+    """Minus the Hessian of the penalised log-likelihood: the weighted graph Laplacian of n p (1 - p), plus l2 I."""
+    curv = n * p * (1.0 - p)
+    eye = np.eye(n.shape[-1])
+    return np.einsum("bi,ij->bij", curv.sum(axis=2), eye) - curv + l2 * eye
+
+
+def posterior_sd(wins: np.ndarray, theta: np.ndarray, *, l2: float = DEFAULT_L2) -> np.ndarray:
+    """The Laplace sd of each mean-zero log-strength at the fit ``theta`` (``(K,)``, natural scale).
+
+    The posterior under the Gaussian prior is approximated by a normal at its mode with the inverse
+    of the penalised information as covariance, projected onto the mean-zero strengths (the ones
+    reported). Finite and positive for any votes while ``l2`` > 0.
+    """
+    if l2 <= 0:
+        raise ValueError(f"the posterior needs a prior: l2 must be positive, got {l2}")
+    w = np.asarray(wins, dtype=np.float64)
+    k = len(w)
+    if k == 0:
+        return np.zeros(0)
+    t = np.asarray(theta, dtype=np.float64)
+    p = 1.0 / (1.0 + np.exp(-(t[:, None] - t[None, :])))
+    cov = np.linalg.inv(_information((w + w.T)[None], p[None], l2)[0])
+    centre = np.eye(k) - 1.0 / k
+    return np.sqrt(np.clip(np.diag(centre @ cov @ centre), 0.0, None))
+
+
+def unranked(wins: np.ndarray) -> dict[int, str]:
+    """Items the data cannot rank yet, with the reason: where the MLE does not exist (:func:`mle_exists`),
+    the items of each group that won every comparison with the rest, or lost every one, or have none.
+
+    Their gaps to the others are set by the prior, not the votes. Empty when the MLE exists.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    w = np.asarray(wins, dtype=np.float64)
+    k = len(w)
+    if k <= 1 or mle_exists(w):
+        return {}
+    _, label = connected_components(csr_matrix(w > 0), directed=True, connection="strong")
+    played = (w + w.T).sum(axis=1) > 0
+    out = {}
+    for i in range(k):
+        if not played[i]:
+            out[i] = "no comparisons"
+            continue
+        group = label == label[i]
+        won_out = w[np.ix_(group, ~group)].sum()  # wins (ties half) of the group over the others
+        lost_out = w[np.ix_(~group, group)].sum()
+        if lost_out == 0 and won_out > 0:
+            out[i] = "won every comparison" if group.sum() == 1 else "its group won every comparison with the rest"
+        elif won_out == 0 and lost_out > 0:
+            out[i] = "lost every comparison" if group.sum() == 1 else "its group lost every comparison with the rest"
+    return out
 
 
 def mle_exists(wins: np.ndarray) -> bool:
@@ -151,15 +219,22 @@ def bootstrap_bradley_terry(
     seed: int = 0,
     l2: float = DEFAULT_L2,
 ) -> Strengths:
-    """Elo-scale strengths with percentile bootstrap intervals (votes resampled with replacement)."""
+    """Elo-scale strengths with intervals: the hull of the percentile bootstrap (votes resampled with
+    replacement) and the posterior's normal interval (:func:`posterior_sd`), so the estimate is strictly
+    inside whenever there is a vote. With no votes the intervals are the estimate itself (1000)."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    from scipy.stats import norm
+
     first, second, score = _comparisons(first, second, score, n_items)
-    elo = to_elo(fit_bradley_terry(win_counts(first, second, score, n_items), l2=l2))
-    if len(first) == 0:
+    counts_all = win_counts(first, second, score, n_items)
+    theta = fit_bradley_terry(counts_all, l2=l2)
+    elo = to_elo(theta)
+    if len(first) == 0:  # no votes: nothing to rank, no interval
         return Strengths(elo, elo.copy(), elo.copy(), level, n_boot, seed)
+    half = norm.ppf(0.5 + level / 2.0) * ELO_SCALE * posterior_sd(counts_all, theta, l2=l2)
     cells, counts = np.unique(np.stack([first, second, score * 2.0]), axis=1, return_counts=True)
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(len(first), counts / counts.sum(), size=n_boot)  # (B, C)
@@ -171,6 +246,8 @@ def bootstrap_bradley_terry(
     boot = to_elo(fit_bradley_terry(wins, l2=l2))
     tail = (1.0 - level) / 2.0 * 100.0
     lower, upper = np.percentile(boot, [tail, 100.0 - tail], axis=0)
+    # the hull with the posterior's interval: the estimate strictly inside even where the resamples collapse
+    lower, upper = np.minimum(lower, elo - half), np.maximum(upper, elo + half)
     return Strengths(elo, lower, upper, level, n_boot, seed)
 
 

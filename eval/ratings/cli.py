@@ -93,10 +93,7 @@ def _rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-NO_MLE = (
-    "some methods won or lost all their comparisons, so there is no finite maximum-likelihood fit yet;"
-    " the gaps shown come from the weak prior: collect more votes"
-)
+NO_MLE = "the votes cannot rank {} yet: their gaps to the others come from the prior; collect more votes"
 
 
 def format_leaderboard(board: dict[str, Any]) -> str:
@@ -104,7 +101,8 @@ def format_leaderboard(board: dict[str, Any]) -> str:
     lines = [
         f"{board['votes_used']} votes from {board['raters']} raters ({board['votes']} match the filters); "
         f"{board['settings']['model']}; {board['settings']['scale']}; "
-        f"{int(board['settings']['level'] * 100)}% bootstrap intervals, {board['settings']['n_boot']} resamples"
+        f"prior: {board['settings']['prior']}; {int(board['settings']['level'] * 100)}% intervals:"
+        f" {board['settings']['intervals']}, {board['settings']['n_boot']} resamples"
     ]
     if board["flagged_raters"]:
         state = "included" if board["filters"]["include_flagged"] else "left out"
@@ -114,8 +112,9 @@ def format_leaderboard(board: dict[str, Any]) -> str:
     width = max([len(m) for m in methods] + [6])
     for criterion, data in board["criteria"].items():
         lines += ["", f"{CRITERION_LABELS[criterion]} ({data['votes']} votes)"]
-        if not data["mle_exists"]:
-            lines.append(f"  note: {NO_MLE}")
+        if data.get("unranked"):
+            who = ", ".join(f"{m} ({why})" for m, why in data["unranked"].items())
+            lines.append(f"  note: {NO_MLE.format(who)}")
         lines.append(f"  {'#':>2}  {'method':<{width}}  {'Elo':>7}  {'95% interval':>17}  {'votes':>5}  W/L/T/BB")
         for r in data["table"]:
             lines.append(

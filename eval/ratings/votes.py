@@ -726,8 +726,10 @@ def leaderboard(
     result: dict[str, Any] = {
         "filters": {"modality": modality, "prompt_set": prompt_set, "include_flagged": include_flagged},
         "settings": {
-            "model": "Bradley-Terry MLE, ties and 'both bad' = half a win each",
-            "prior": "Gaussian on log-strengths, sd 10 (1737 Elo); it sets the gaps only where the MLE does not exist",
+            "model": "Bradley-Terry, maximum a posteriori; ties and 'both bad' = half a win each",
+            "prior": f"Gaussian on log-strengths, sd {lb.PRIOR_SD_ELO:.0f} Elo (Chatbot Arena's reg 0.5);"
+            " it sets the gaps of methods the votes cannot rank yet",
+            "intervals": "hull of the percentile bootstrap and the posterior's normal interval",
             "scale": "Elo: mean 1000, 400 points = 10:1 odds",
             "n_boot": n_boot,
             "level": level,
@@ -772,6 +774,9 @@ def leaderboard(
             "label": CRITERION_LABELS[criterion],
             "votes": len(rows),
             "mle_exists": lb.mle_exists(lb.win_counts(first, second, score, len(methods))),
+            "unranked": {
+                methods[i]: why for i, why in lb.unranked(lb.win_counts(first, second, score, len(methods))).items()
+            },
             "table": table,
             "win_rate": [[_finite(x) for x in row] for row in rate.tolist()],
             "counts": count.tolist(),

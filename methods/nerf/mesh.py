@@ -1,5 +1,9 @@
 """Field -> coloured triangle mesh: marching cubes on the density, clean-up, decimation, colours from the field.
 
+The mesh keeps what the views see: faces no training camera sees (outside every frustum, or hidden
+behind the surface) go, and so do parts that every view sees as the backdrop (their colour is the
+plain backdrop's of an unmasked capture: the floaters a field grows to paint it).
+
 The mesh is in the field's frame (the cube [-1, 1]^3). Colours are the field's radiance seen
 from outside along each vertex normal, so baked-in view dependence is that of a frontal view.
 """
@@ -22,6 +26,12 @@ class MeshOptions:
     target_faces: int = 0  # quadric decimation down to this many faces (0: keep all)
     fill_interior: bool = True  # fill cavities no ray from outside the box can reach (no inner shells)
     visible_only: bool = True  # drop faces that no training camera can see (inner shells, buried floaters)
+    # The backdrop's colour (RGB in [0, 1]) of an unmasked capture (:func:`backdrop_colour`), or None. Parts
+    # whose colour is the backdrop's are what every view sees as backdrop (the floaters a field grows to
+    # paint it, e.g. a sheet above the object): they are dropped.
+    background: tuple[float, float, float] | None = None
+    background_tolerance: float = 0.06  # RGB distance to the background (0-1 scale) that still counts as it
+    background_share: float = 0.8  # a part goes when this share of its vertices has the background's colour
     chunk: int = 1 << 17
 
 
@@ -136,6 +146,56 @@ def vertex_colors(field, vertices: np.ndarray, normals: np.ndarray, chunk: int =
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 3), np.float32)
 
 
+def backdrop_colour(images: np.ndarray, border: int = 2, max_spread: float = 0.08) -> tuple[float, float, float] | None:
+    """The backdrop's colour of an unmasked capture: the median of the frames' border pixels, RGB in [0, 1].
+
+    None when there is no single backdrop to match: frames with alpha (masked), or borders whose colours
+    spread more than ``max_spread`` (median absolute deviation: a cluttered scene, not a plain backdrop).
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (3, 4) or len(images) == 0:
+        return None
+    if images.shape[-1] == 4 and int(images[..., 3].min()) < 255:
+        return None
+    rgb = images[..., :3].astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    edges = np.concatenate(
+        [
+            rgb[:, :border].reshape(-1, 3),
+            rgb[:, -border:].reshape(-1, 3),
+            rgb[:, :, :border].reshape(-1, 3),
+            rgb[:, :, -border:].reshape(-1, 3),
+        ]
+    )
+    median = np.median(edges, axis=0)
+    if float(np.median(np.abs(edges - median).max(axis=1))) > max_spread:
+        return None
+    return tuple(float(x) for x in median)
+
+
+def drop_background_parts(field, vertices: np.ndarray, faces: np.ndarray, options: MeshOptions, device="cpu"):
+    """Drop the connected parts the views see as background: ``background_share`` of their vertices have the
+    background's colour. The largest part stays whatever its colour (the object is never dropped whole)."""
+    import trimesh
+
+    tm = trimesh.Trimesh(vertices, faces, process=False)
+    labels = trimesh.graph.connected_component_labels(tm.face_adjacency, node_count=len(faces))
+    _, normals = orient(field, vertices, faces, device)
+    colors = vertex_colors(field, vertices, normals, device=device)
+    background = np.asarray(options.background, dtype=np.float32).reshape(1, 3)
+    is_background = np.linalg.norm(colors - background, axis=1) <= options.background_tolerance * np.sqrt(3.0)
+    # a face is background when its three vertices are; a part when enough of its faces are
+    face_background = is_background[faces].all(axis=1)
+    sizes = np.bincount(labels)
+    share = np.bincount(labels, weights=face_background.astype(np.float64)) / np.maximum(sizes, 1)
+    drop = share >= options.background_share
+    drop[int(np.argmax(sizes))] = False
+    if not drop.any():
+        return vertices, faces, 0
+    tm.update_faces(~drop[labels])
+    tm.remove_unreferenced_vertices()
+    return np.asarray(tm.vertices), np.asarray(tm.faces), int(drop.sum())
+
+
 def extract_mesh(field, box: np.ndarray, options: MeshOptions, device="cpu", cameras=None) -> dict:
     """Marching cubes on ``field.density`` over ``box`` (2, 3) in field units -> vertices, faces, colours.
 
@@ -174,12 +234,16 @@ def extract_mesh(field, box: np.ndarray, options: MeshOptions, device="cpu", cam
             faces = faces[seen]
             verts, faces, removed_more = _largest_components(verts, faces, options.min_component_fraction)
             removed += removed_more
+    background_parts = 0
+    if options.background is not None and len(faces):
+        verts, faces, background_parts = drop_background_parts(field, verts, faces, options, device)
     full_faces = len(faces)
     if options.target_faces and len(faces) > options.target_faces:
         verts, faces = decimate(verts, faces, options.target_faces)
     faces, normals = orient(field, verts, faces, device)
     colors = vertex_colors(field, verts, normals, device=device)
     return {
+        "background_parts_removed": background_parts,
         "vertices": verts.astype(np.float32),
         "faces": faces,
         "colors": colors,

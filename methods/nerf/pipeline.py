@@ -31,7 +31,7 @@ from methods.nerf.io import (
     read_image_zip,
     stack_images,
 )
-from methods.nerf.mesh import MeshOptions, extract_mesh
+from methods.nerf.mesh import MeshOptions, backdrop_colour, extract_mesh
 from methods.nerf.render import render_view
 from methods.nerf.train import Budget, FitConfig, SceneFitter
 from methods.nerf.video import check_motion, read_video
@@ -292,6 +292,7 @@ def run_nerf(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
                     resolution=int(settings.mesh_resolution),
                     threshold=float(settings.threshold),
                     target_faces=int(settings.decimate_faces),
+                    background=backdrop_colour(fitter.scene.images[fitter.scene.train]),
                 ),
                 device,
                 cameras=(seen_by.c2w, seen_by.K, seen_by.width, seen_by.height),
@@ -300,6 +301,8 @@ def run_nerf(inputs: Inputs, settings) -> Generator[Progress, None, Asset]:
             notes.append(f"removed {extracted['components_removed']} small disconnected part(s)")
         if extracted["hidden_faces_removed"]:
             notes.append(f"removed {extracted['hidden_faces_removed']} faces no training camera sees")
+        if extracted["background_parts_removed"]:
+            notes.append(f"removed {extracted['background_parts_removed']} part(s) the views see as backdrop")
         frame = fitter.frame
         # the input's world frame, turned so that its up axis is +Y or +Z (a rotation only for SfM scenes)
         vertices = extracted["vertices"].astype(np.float64) / frame.scale + frame.rotation @ frame.centre
