@@ -31,10 +31,11 @@ DELETE_CACHE = (3600, 86400)  # hourly, drop gradio's copies older than a day (s
 ASSETS = Path(__file__).resolve().parent / "assets"
 EXAMPLES = ASSETS / "examples"
 PUBLIC_NOTICE = (
-    "**This is a public server.** What you type and upload, and the models made from it, are stored here: the "
+    "**This is a public server.** What you type and upload, and the models made from it, are stored here. The "
     "**Runs** tab shows you your own runs (remembered by this browser) and the runs the operator publishes, never "
-    "other visitors' prompts or uploads. Uploads are limited to {upload} and gradio's copies of them are deleted "
-    "after an hour. Arena votes and ratings are stored under an anonymous id, never with your address."
+    "other visitors' prompts or uploads; what you generate may appear, without any name, as a pair in the "
+    "**Arena**. Uploads are limited to {upload} and deleted after an hour. Votes and ratings are stored under an "
+    "anonymous id, never with your address."
 )
 
 # One (title, builder) pair per tab; a builder fills the open gr.Tab. Arena, Leaderboard and Study add a line each.

@@ -302,6 +302,11 @@ def test_a_huge_image_is_refused_from_its_header_and_previews_are_queued(server,
     assert status == 200
     out = outcome(server, session)["output"]["data"]
     assert out[0] is None and "at most 16.8 Mpx" in out[1]
+    from methods.nerf.video import write_video
+
+    video = write_video(np.zeros((1, 4160, 4160, 3), np.uint8), tmp_path / "huge.mp4")  # 52 KB, 17.3 Mpx a frame
+    with pytest.raises(AppError, match="huge.mp4 has 4160x4160 frames; at most 16.8 Mpx"):
+        client(server, "10.4.0.1").predict([handle_file(str(video))], ["nerf"], 0, False, "{}", api_name="/video_to_3d")
     thumb, note = inputs.preview_image(str(EXAMPLES / "red_mug.png"))
     assert max(thumb.size) <= inputs.PREVIEW_SIDE and note.startswith("red_mug.png: 256×256 px")
 

@@ -111,6 +111,9 @@ class ConnectionLimits:
         if not host:
             return ""
         with self._lock:
+            if len(self._cohorts) > 10000:  # forget the addresses whose hour is over
+                now = time.monotonic()
+                self._cohorts = {h: c for h, c in self._cohorts.items() if now - c[1] <= window}
             tag, since = self._cohorts.get(host, ("", 0.0))
             if not tag or time.monotonic() - since > window:
                 tag, since = secrets.token_hex(6), time.monotonic()

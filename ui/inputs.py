@@ -5,7 +5,8 @@ Uploads arrive as file paths (gr.File with type="filepath"), so every file, howe
 
 Images are measured from their header before anything decodes them: at most ``MAX_IMAGE_PIXELS``
 (4096 x 4096 = 16.8 Mpx: the largest side any method's settings allow is 4096 px, and such an image
-decodes to 64 MB of RGBA) each and ``MAX_VIEWS_PIXELS`` (100 Mpx, 400 MB decoded) for a set of views.
+decodes to 64 MB of RGBA) each and ``MAX_VIEWS_PIXELS`` (100 Mpx, 400 MB decoded) for a set of views;
+a video's frames are held to the same cap and its length to ``MAX_VIDEO_SECONDS``, from its header.
 A PNG of a few hundred kilobytes can claim 12000 x 12000 pixels (576 MB decoded, seconds of CPU);
 PIL's own bomb check only stops images above 178 Mpx. Previews decode at most ``PREVIEW_SIDE`` px
 thumbnails and read only the headers of a set of views. Messages name files, never folders.
@@ -26,6 +27,7 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_VIEWS = 400  # the most views a set may have (max_frames' top)
 MAX_VIEWS_PIXELS = 100_000_000
 PREVIEW_SIDE = 512
+MAX_VIDEO_SECONDS = 180  # every frame of a video is decoded to pick the sharpest; three minutes bound that
 PREVIEW_VIEWS = 8  # thumbnails shown for a set of views
 
 
@@ -123,7 +125,34 @@ def _video_file(path: str) -> Inputs:
         raise InvalidInput(f"no such file: {file.name}")
     if file.stat().st_size == 0:
         raise InvalidInput(f"the file {file.name} is empty (0 bytes)")
+    video_header(file)
     return Inputs(modality="video", video_path=str(file), name=file.name).validated()
+
+
+def video_header(file: Path) -> None:
+    """Refuse a video whose frames are above ``MAX_IMAGE_PIXELS`` or that lasts more than ``MAX_VIDEO_SECONDS``,
+    from its container's header (nothing decoded); a file the header cannot be read from is left to the
+    method's reader and its message."""
+    import av
+
+    try:
+        with av.open(str(file)) as container:
+            if not container.streams.video:
+                return
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            seconds = float(container.duration) / av.time_base if container.duration else 0.0
+    except (av.FFmpegError, OSError, ValueError):
+        return
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidInput(
+            f"{file.name} has {width}x{height} frames; at most {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx (4096x4096) a frame "
+            "is accepted: downscale it first"
+        )
+    if seconds > MAX_VIDEO_SECONDS:
+        raise InvalidInput(
+            f"{file.name} lasts {seconds:.0f} s; at most {MAX_VIDEO_SECONDS} s is accepted (every frame is decoded)"
+        )
 
 
 def make_inputs(modality: str, value: Any) -> Inputs:

@@ -94,6 +94,7 @@ MAX_REQUEST_SECONDS = 600  # the most one request may hold the GPU slot (ZeroGPU
 MAX_UPLOAD = "50mb"  # gradio's max_file_size on a shared host (TRILEMMA_MAX_UPLOAD)
 RETENTION = (600, 3600)  # on a shared host: every 10 min, drop uploads and gradio's copies older than an hour
 PAGES_CONCURRENCY_ID = "pages"  # every event that is not generation: its own workers, its own share of the queue
+PAGES_WORKERS = 2  # "pages" events that run at once on a shared host
 ADMISSION_GRACE_S = 30.0  # a reservation not yet seen in gradio's queue lapses after this (a dropped join)
 
 
@@ -240,17 +241,15 @@ class Admission:
                 if counts[kind] >= self.limit(kind):
                     return kind
             seen = ids_by_session.get(session, set())
-            self._reserved.append({"session": session, "host": host, "at": now, "seen": set(seen)})
+            join = getattr(request, "request", None)  # the join's HTTP request: the key push_then_land lands
+            self._reserved.append({"session": session, "host": host, "at": now, "seen": set(seen), "join": join})
             return ""
 
-    def landed(self, session: str | None) -> None:
-        """A join of this session returned (its event is in gradio's queue, or it was refused): its reservation
-        (the oldest) has done its work."""
+    def landed(self, join: Any) -> None:
+        """The join whose HTTP request is ``join`` returned (its event is in gradio's queue, or it was
+        refused): its reservation has done its work."""
         with self._lock:
-            for i, r in enumerate(self._reserved):
-                if r["session"] == session:
-                    del self._reserved[i]
-                    return
+            self._reserved = [r for r in self._reserved if r["join"] is not join]
 
 
 GPU = Admission(
@@ -332,14 +331,15 @@ def police(demo: gr.Blocks) -> None:
         try:
             return await push(body=body, request=request, username=username)
         finally:
-            GPU.landed(body.session_hash)
-            PAGES.landed(body.session_hash)
+            GPU.landed(request)
+            PAGES.landed(request)
 
     queue.push = push_then_land  # type: ignore[method-assign]
+    shared = is_public()  # locally each event keeps its own worker (a study report does not hold up the arena)
     for fn in demo.fns.values():
         if not fn.queue or fn.concurrency_id == hosting.GPU_CONCURRENCY_ID:
             continue
-        fn.concurrency_id = PAGES_CONCURRENCY_ID
-        fn.concurrency_limit = 2
+        if shared:
+            fn.concurrency_id, fn.concurrency_limit = PAGES_CONCURRENCY_ID, PAGES_WORKERS
         if fn.validator is None:
             fn.validator = admit_page(len(fn.inputs))
