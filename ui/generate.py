@@ -30,7 +30,7 @@ from ui.hosting import GPU_CONCURRENCY_ID
 from ui.inputs import preview_image, preview_views
 from ui.matrix import long_form_csv, long_form_json, matrix_html
 from ui.panel import PANEL_HEADERS, table
-from ui.runs import owned_state, remember_run
+from ui.runs import owned_state, remembering
 from ui.settings_form import SettingsForm, build_settings_form
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -222,9 +222,6 @@ def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
             # A model streamed inside the generator's updates is sometimes dropped by the browser when updates
             # come in a burst; set once by a plain event, it always arrives.
             result.change(_show_result, result, [viewer, files, renders], api_visibility="private", queue=False)
-            # the browser remembers (signed) the runs its requests made: the Runs tab shows them on a shared host
-            owned = owned_state()
-            result.change(remember_run, [result, owned], owned, api_visibility="private", queue=False)
             slots.append(ResultSlot(column, viewer, status, files, result, renders))
     return slots
 
@@ -299,12 +296,13 @@ def build_modality_tab(modality: str) -> ModalityTab:
         queue=False,
     )
     setting_components = [c for f in forms for c in f.components]
-    n_inputs = 5 + len(setting_components)
+    owned = owned_state()  # the browser remembers (signed) the runs its requests made: its Runs tab on a shared host
+    n_inputs = 6 + len(setting_components)
     gr.on(
         triggers=[*extra_triggers, run.click],
-        fn=handler,
-        inputs=[input_component, methods_box, seed, randomize, rerun, *setting_components],
-        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel, matrix, metric_files],
+        fn=remembering(handler),
+        inputs=[input_component, methods_box, seed, randomize, rerun, *setting_components, owned],
+        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel, matrix, metric_files, owned],
         api_visibility="private",
         show_progress="minimal",
         concurrency_limit=1,

@@ -37,6 +37,8 @@ def image_size(path: str) -> tuple[int, int]:
     file = Path(path)
     if not file.is_file():
         raise InvalidInput(f"no such file: {file.name}; upload it again")
+    if file.stat().st_size == 0:
+        raise InvalidInput(f"the file {file.name} is empty (0 bytes)")
     try:
         with Image.open(file) as img:
             width, height = img.size

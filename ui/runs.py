@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,16 +70,22 @@ def owned_runs(tokens: Any) -> set[str]:
     return out
 
 
-def remember_run(result: Any, tokens: Any) -> Any:
-    """``tokens`` with the shown result's run added (the modality tabs call this as each result arrives)."""
-    run_id = result.get("id") if isinstance(result, dict) else None
-    if not run_id:
-        return gr.skip()
-    kept = [t for t in (tokens if isinstance(tokens, list) else []) if isinstance(t, str)]
-    token = run_token(str(run_id))
-    if token in kept:
-        return gr.skip()
-    return [*kept, token][-MAX_OWNED:]
+def remembering(handler: Callable[..., Iterator[list[Any]]]) -> Callable[..., Iterator[list[Any]]]:
+    """``handler`` (a modality tab's Generate handler) taking the browser's run tokens as its last input and
+    giving them back, with the runs of the results it streams added, as its last output: one event, so
+    results arriving together cannot overwrite each other's tokens."""
+
+    def generate(*args: Any) -> Iterator[list[Any]]:
+        *inputs, tokens = args
+        kept = [t for t in (tokens if isinstance(tokens, list) else []) if isinstance(t, str)][-MAX_OWNED:]
+        for update in handler(*inputs):
+            made = [u["id"] for u in update if isinstance(u, dict) and {"glb", "id"} <= set(u) and u["id"]]
+            fresh = [run_token(str(run_id)) for run_id in made if run_token(str(run_id)) not in kept]
+            kept = [*kept, *fresh][-MAX_OWNED:]
+            yield [*update, kept if fresh else gr.skip()]
+
+    generate.__name__ = getattr(handler, "__name__", "generate")
+    return generate
 
 
 def owned_state() -> gr.BrowserState:
