@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio.exceptions import Error
+from gradio.exceptions import Error, InvalidPathError
 
 import ui
 from eval.runs.store import default_db_path
@@ -60,12 +60,13 @@ class Blocks(gr.Blocks):
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
         except Error as exc:
             raise Error(served.redact(exc.message), print_exception=False) from None
-        except Exception as exc:  # InvalidPathError and the like: a file this server did not receive
-            log.info("refused an input: %s", served.redact(exc))
+        except (InvalidPathError, FileNotFoundError):  # a path this server did not receive as an upload
             raise Error(
                 "a file in this request was not uploaded to this server: upload it with the page or the client",
                 print_exception=False,
             ) from None
+        except Exception as exc:  # an input a component could not read: its message, without paths
+            raise Error(served.redact(exc), print_exception=False) from None
 
 
 def build_app(tabs: Sequence[tuple[str, Callable[[], Any]]] = TABS) -> gr.Blocks:

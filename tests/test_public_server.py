@@ -438,8 +438,8 @@ def test_runs_tab_shows_a_visitor_their_own_and_the_published_runs_without_host_
     Path(os.environ["TRILEMMA_PUBLISHED_RUNS"]).write_text("")
     # the record shown (and offered for download) says nothing about the host
     # the page's Generate remembers its runs in the browser: the tokens come back as its last output
-    generate = next(i for i, fn in server.demo.fns.items() if fn.concurrency_id == "gpu" and fn.api_name is None
-                    and getattr(fn.fn, "__name__", "") == "generate" and fn.inputs[0].label == "Prompt")  # fmt: skip
+    generate = next(i for i, fn in server.demo.fns.items() if fn.concurrency_id == "gpu"
+                    and type(fn.inputs[-1]).__name__ == "BrowserState" and fn.inputs[0].label == "Prompt")  # fmt: skip
     data = [getattr(c, "value", None) for c in server.demo.fns[generate].inputs]
     data[:5], data[-1] = ["a page's own mug", [SPHERE], 0, False, False], []
     status, session, body = join(server, generate, data, "10.7.0.3")

@@ -288,7 +288,7 @@ def _validator(n_inputs: int, check: Callable[[Any], str]) -> Callable[..., Any]
         if n_inputs == 0:  # gradio ignores a verdict on no inputs: an error is the refusal
             if message:
                 raise gr.Error(message, print_exception=False)
-            return None
+            return []
         checks = [gr.validate(not message, message)] + [gr.validate(True, "")] * (n_inputs - 1)
         return checks[0] if n_inputs == 1 else checks
 

@@ -77,12 +77,12 @@ def remembering(handler: Callable[..., Iterator[list[Any]]]) -> Callable[..., It
 
     def generate(*args: Any) -> Iterator[list[Any]]:
         *inputs, tokens = args
-        kept = [t for t in (tokens if isinstance(tokens, list) else []) if isinstance(t, str)][-MAX_OWNED:]
+        given = [t for t in (tokens if isinstance(tokens, list) else []) if isinstance(t, str)][-MAX_OWNED:]
+        kept = list(given)
         for update in handler(*inputs):
             made = [u["id"] for u in update if isinstance(u, dict) and {"glb", "id"} <= set(u) and u["id"]]
-            fresh = [run_token(str(run_id)) for run_id in made if run_token(str(run_id)) not in kept]
-            kept = [*kept, *fresh][-MAX_OWNED:]
-            yield [*update, kept if fresh else gr.skip()]
+            kept = [*kept, *(run_token(str(r)) for r in made if run_token(str(r)) not in kept)][-MAX_OWNED:]
+            yield [*update, kept if kept != given else gr.skip()]  # the last update carries the whole list
 
     generate.__name__ = getattr(handler, "__name__", "generate")
     return generate
