@@ -299,6 +299,7 @@ def test_ui_handler_shows_bad_input_in_its_notice(app_env, app_methods):
 
 
 def test_upload_previews_say_what_was_uploaded(tmp_path):
+    from ui import inputs
     from ui.generate import _preview_image, _preview_views
 
     image, note = _preview_image(str(EXAMPLES / "red_mug.png"))
@@ -307,7 +308,7 @@ def test_upload_previews_say_what_was_uploaded(tmp_path):
     assert image is None and note.startswith("⚠️ notes.png is not an image")
     views = [str(p) for p in sorted((EXAMPLES / "turntable").glob("view_*.jpg"))]
     gallery, note, box = _preview_views(views)
-    assert gallery == views and note == "24 views, 224×224 px"
+    assert gallery == views[: inputs.PREVIEW_VIEWS] and note == "24 views, 224×224 px"  # thumbnails: the first few
     assert box["label"] == "Video or views: 24 files"  # the box shows a few; its label says how many
 
 

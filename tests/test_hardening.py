@@ -119,7 +119,10 @@ def call_event(server, index: int, data: list, session: str | None = None) -> di
     session = session or secrets.token_hex(8)
     body = {"data": data, "fn_index": index, "session_hash": session, "event_data": None, "trigger_id": None}
     with httpx.Client(timeout=120) as http:
-        http.post(f"{server.url}gradio_api/queue/join", json=body).raise_for_status()
+        joined = http.post(f"{server.url}gradio_api/queue/join", json=body)
+        if joined.status_code in (400, 422):  # refused when it joins (a validator, or inputs it could not read)
+            return {"msg": "process_completed", "success": False, "output": {"error": joined.json()["detail"]}}
+        joined.raise_for_status()
         with http.stream("GET", f"{server.url}gradio_api/queue/data", params={"session_hash": session}) as stream:
             for line in stream.iter_lines():
                 if line.startswith("data:"):
@@ -176,6 +179,7 @@ def public(monkeypatch):
     """The server acts as a shared host (as on a Space); the test sphere gets a steps ceiling of 10."""
     monkeypatch.setenv("TRILEMMA_PUBLIC", "1")
     monkeypatch.setenv("TRILEMMA_PUBLIC_CEILINGS", json.dumps({SPHERE: {"steps": 10}}))
+    monkeypatch.setenv("TRILEMMA_PUBLIC_SCORING_SECONDS", "120")  # a busy test machine never meets the allowance
 
 
 def run_count(server) -> int:
@@ -212,7 +216,10 @@ def test_nerf_budget_is_capped_on_a_public_host(monkeypatch):
     monkeypatch.setenv("TRILEMMA_PUBLIC", "1")
     with pytest.raises(InvalidSettings, match="budget_seconds = 3600 is above this public server's limit of 300"):
         public.limit_settings("nerf", asked, defaults)
-    assert public.limit_settings("nerf", defaults, defaults).budget_seconds == 300, "auto budget becomes the ceiling"
+    auto = public.limit_settings("nerf", defaults, defaults)
+    assert auto.budget_seconds == 0, "an automatic budget stays the method's pick for this hardware"
+    # one figure: the method list's estimate for the defaults is the estimate the slot and the allowance use
+    assert nerf.estimate_seconds(auto, gpu=False) == nerf.estimate_seconds(defaults, gpu=False) <= 300 + 60
 
 
 def test_every_shipped_method_runs_with_its_defaults_on_a_public_host(monkeypatch):
@@ -227,7 +234,7 @@ def test_every_shipped_method_runs_with_its_defaults_on_a_public_host(monkeypatc
             defaults = method.default_settings(modality)
             limited = public.limit_settings(method_id, defaults, defaults)  # raises if a default is over a ceiling
             budget = getattr(limited, "budget_seconds", None)
-            assert budget is None or 0 < budget <= public.ceilings(method_id)["budget_seconds"]
+            assert budget is None or 0 <= budget <= public.ceilings(method_id)["budget_seconds"]
 
 
 def test_one_session_cannot_queue_a_second_job(app_server, public):
@@ -425,7 +432,7 @@ def test_close_dead_runs_leaves_live_and_untagged_runs_alone(tmp_path):
     [
         ("abc", "{}", "the seed must be a whole number"),
         (1.5, "{}", "the seed must be a whole number"),  # refused, not rounded to 2
-        (0, '{"app-test-sphere": ' + '{"a": ' * 1000 + "1" + "}" * 1001, "settings are single values"),
+        (0, '{"app-test-sphere": ' + '{"a": ' * 1000 + "1" + "}" * 1001, "nested too deeply"),  # measured, not parsed
         (0, "[" * 9000 + "]" * 9000, "nested too deeply"),
         (0, "[" * 100_000 + "]" * 100_000, "settings have 200000 characters"),
         (0, json.dumps({SPHERE: {"shape": [[["sphere"]]]}}), "settings are single values"),

@@ -11,7 +11,8 @@ connection (the client address, counted in memory for the window only, never sto
 All the checks (pair served to this rater, minimum viewing time, one vote per pair, rate limits)
 happen in :mod:`eval.ratings`, on the server; the UI only mirrors them. The assets shown are copies
 without the glTF metadata (which names the method), under names derived from a per-process secret,
-so neither the file nor its name tells which method made it.
+so neither the file nor its name tells which method made it; each serve makes a fresh copy whose bytes
+(mesh buffers included) differ from the run's file and from every other copy (:func:`blind_copy`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ QUESTIONS = {
     "alignment": "Which matches the input better?",
     "overall": "Which one is better overall?",
 }
-_NAME_SALT = secrets.token_hex(16)  # per process: viewer file names cannot be mapped back to run ids
 _PROCESS_KEY = secrets.token_bytes(32)  # signs rater tokens when TRILEMMA_RATER_SECRET is not set
 RATERS_PER_CONNECTION_HOUR = 20  # new anonymous identities one client address may get in an hour
 VOTES_PER_CONNECTION_MINUTE = 20  # votes (and Likert submissions) from one client address in a minute
@@ -91,6 +91,7 @@ class ConnectionLimits:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._hits: dict[tuple[str, str], deque[float]] = {}
+        self._cohorts: dict[str, tuple[str, float]] = {}
 
     def allowed(self, kind: str, host: str | None, limit: int, window: float) -> bool:
         if not host or limit <= 0:
@@ -105,6 +106,21 @@ class ConnectionLimits:
         if host:
             with self._lock:
                 self._hits.setdefault((kind, host), deque()).append(time.monotonic())
+
+    def cohort(self, host: str | None, window: float = 3600) -> str:
+        """A random tag shared by the rater ids one address is issued within ``window`` (the bias check
+        judges them together); a new tag after that. Random: the address is never stored nor derivable."""
+        if not host:
+            return ""
+        with self._lock:
+            if len(self._cohorts) > 10000:  # forget the addresses whose hour is over
+                now = time.monotonic()
+                self._cohorts = {h: c for h, c in self._cohorts.items() if now - c[1] <= window}
+            tag, since = self._cohorts.get(host, ("", 0.0))
+            if not tag or time.monotonic() - since > window:
+                tag, since = secrets.token_hex(6), time.monotonic()
+                self._cohorts[host] = (tag, since)
+            return tag
 
 
 CONNECTIONS = ConnectionLimits()
@@ -137,7 +153,7 @@ def resolve_rater(
         if not CONNECTIONS.allowed("rater", host, limit, 3600):
             raise ratings.RateLimited("too many new raters from this connection; try again in an hour")
         CONNECTIONS.record("rater", host)
-        token = ratings.issue_token(key)
+        token = ratings.issue_token(key, ratings.new_rater_id(CONNECTIONS.cohort(host)))
         rater = ratings.token_rater(token, key)
     username = getattr(profile, "username", None) if profile is not None else None
     return (ratings.hf_rater_id(username) if username else rater), token
@@ -154,24 +170,87 @@ def count_vote(request: Any, kind: str = "vote") -> None:
 
 
 def viewer_file(run: dict[str, Any], mode: str = "Textured", cache_dir: str | Path | None = None) -> str:
-    """An anonymised copy of a run's .glb for the viewer (textureless: colours, UVs and materials removed)."""
+    """A fresh anonymised copy of a run's .glb for one serve (textureless: colours, UVs and materials removed).
+
+    Every serve writes a new copy that differs byte-wise from the run's own file and from every other copy
+    (:func:`blind_copy`): hashing the file or its mesh buffers matches it to nothing the Runs tab shows.
+    Copies older than ``COPY_RETENTION_S`` are removed as new ones are made.
+    """
     if mode not in VIEW_MODES:
         raise ValueError(f"mode must be one of {VIEW_MODES}")
-    textureless = mode != "Textured"
     root = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "trilemma3d-arena"
-    digest = hashlib.sha256(f"{_NAME_SALT}:{run['id']}:{textureless}".encode()).hexdigest()[:24]
-    out = root / digest / "asset.glb"
-    if not out.is_file():
-        anonymise_glb(run["asset_path"], out, textureless=textureless)
+    _prune(root)
+    out = root / secrets.token_hex(12) / "asset.glb"
+    blind_copy(run["asset_path"], out, textureless=mode != "Textured")
     return str(out)
 
 
-def anonymise_glb(src: str | Path, dst: str | Path, *, textureless: bool = False) -> Path:
-    """Copy a .glb without extras, names or generator (which name the run and method); optionally grey."""
+COPY_RETENTION_S = 3600  # a served copy is needed while its page is open; an hour is plenty
+
+
+def _prune(root: Path) -> None:
+    if not root.is_dir():
+        return
+    cutoff = time.time() - COPY_RETENTION_S
+    for folder in root.iterdir():
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                for file in folder.iterdir():
+                    file.unlink(missing_ok=True)
+                folder.rmdir()
+        except OSError:  # another worker pruned it first
+            continue
+
+
+def blind_copy(src: str | Path, dst: str | Path, *, textureless: bool = False, rng: Any = None) -> Path:
+    """An anonymised copy of a .glb (:func:`anonymise_glb`) with the same geometry in a fresh random order:
+    vertices permuted (faces re-indexed, colours and UVs carried along), faces permuted and each triangle's
+    corners rotated (its winding kept), and a random nonce in the asset's extras. So the file, its JSON and
+    its buffers differ on every serve while what the viewer draws does not."""
+    import numpy as np
+    import trimesh
+
+    rng = rng if rng is not None else np.random.default_rng(secrets.randbits(64))
+    scene = trimesh.load(str(src), force="scene")
+    for name, geometry in list(scene.geometry.items()):
+        if isinstance(geometry, trimesh.Trimesh) and len(geometry.faces):
+            perm = rng.permutation(len(geometry.vertices))
+            inverse = np.argsort(perm)
+            faces = inverse[geometry.faces][rng.permutation(len(geometry.faces))]
+            turn = rng.integers(0, 3, len(faces))
+            faces = np.take_along_axis(faces, (np.arange(3)[None, :] + turn[:, None]) % 3, axis=1)
+            visual = geometry.visual.copy()
+            if getattr(visual, "kind", None) == "vertex":
+                visual.vertex_colors = visual.vertex_colors[perm]
+            elif getattr(visual, "uv", None) is not None and len(visual.uv) == len(perm):
+                visual.uv = visual.uv[perm]
+            scene.geometry[name] = trimesh.Trimesh(
+                geometry.vertices[perm], faces, visual=visual, process=False, maintain_order=True
+            )
+        elif isinstance(geometry, trimesh.PointCloud) and len(geometry.vertices):
+            perm = rng.permutation(len(geometry.vertices))
+            colors = geometry.colors
+            scene.geometry[name] = trimesh.PointCloud(
+                geometry.vertices[perm], colors=colors[perm] if len(colors) == len(perm) else None
+            )
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shuffled = dst.with_suffix(f".{secrets.token_hex(4)}.shuffled.glb")
+    shuffled.write_bytes(scene.export(file_type="glb"))
+    try:
+        anonymise_glb(shuffled, dst, textureless=textureless, nonce=secrets.token_hex(16))
+    finally:
+        shuffled.unlink(missing_ok=True)
+    return dst
+
+
+def anonymise_glb(src: str | Path, dst: str | Path, *, textureless: bool = False, nonce: str = "") -> Path:
+    """Copy a .glb without extras, names or generator (which name the run and method); optionally grey.
+    ``nonce`` goes into the asset's extras (a served copy's own random id)."""
     from pygltflib import GLTF2
 
     gltf = GLTF2().load(str(src))
-    gltf.asset.extras = {}
+    gltf.asset.extras = {"copy": nonce} if nonce else {}
     gltf.asset.generator = "Trilemma3D"
     gltf.extras = {}
     for collection in (gltf.scenes, gltf.nodes, gltf.meshes, gltf.materials, gltf.images, gltf.textures):

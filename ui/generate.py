@@ -27,9 +27,10 @@ from methods.registry import get, listing
 from ui import jobs, public, served
 from ui.arena import likert_row
 from ui.hosting import GPU_CONCURRENCY_ID
-from ui.inputs import VIDEO_SUFFIXES, describe_upload, make_inputs
+from ui.inputs import preview_image, preview_views
 from ui.matrix import WAITING, long_form_csv, long_form_json, matrix_html
 from ui.panel import PANEL_HEADERS, table
+from ui.runs import owned_state, remembering
 from ui.settings_form import SettingsForm, build_settings_form
 from ui.viewer_asset import camera_for
 
@@ -178,7 +179,8 @@ def _build_input(modality: str) -> tuple[gr.components.Component, list[Any]]:
             upload = gr.File(label="Image", file_types=["image"], type="filepath", height=120, scale=1)
             preview = gr.Image(label="Preview", type="pil", image_mode="RGBA", interactive=False, height=200, scale=1)
         note = gr.Markdown(elem_classes=["input-note"])
-        upload.change(_preview_image, upload, [preview, note], api_visibility="private", queue=False)
+        # queued (app.py puts it in the "pages" group, a few per address) and bounded: a thumbnail, measured first
+        upload.change(_preview_image, upload, [preview, note], api_visibility="private")
         images = example_images()
         if images:
             gr.Examples(
@@ -193,7 +195,7 @@ def _build_input(modality: str) -> tuple[gr.components.Component, list[Any]]:
     )
     gallery = gr.Gallery(label="Views", columns=8, height=110, allow_preview=False, interactive=False)
     note = gr.Markdown(elem_classes=["input-note"])
-    upload.change(_preview_views, upload, [gallery, note, upload], api_visibility="private", queue=False)
+    upload.change(_preview_views, upload, [gallery, note, upload], api_visibility="private")
     view_sets = example_view_sets()
     if view_sets:
         gr.Examples(
@@ -207,13 +209,7 @@ def _build_input(modality: str) -> tuple[gr.components.Component, list[Any]]:
 
 
 def _preview_image(path: str | None):
-    if not path:
-        return None, ""
-    try:
-        inputs = make_inputs("image", path)
-    except MethodError as exc:
-        return None, f"⚠️ {exc}"
-    return inputs.image, describe_upload("image", path)
+    return preview_image(path)
 
 
 UPLOAD_LABEL = "Video or views"
@@ -226,10 +222,8 @@ def upload_label(paths: list[str] | None) -> str:
 
 
 def _preview_views(paths: list[str] | None):
-    if not paths:
-        return [], "", gr.update(label=UPLOAD_LABEL)
-    images = [p for p in paths if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
-    return images, describe_upload("video", paths), gr.update(label=upload_label(paths))
+    gallery, note = preview_views(paths)
+    return gallery, note, gr.update(label=upload_label(paths))
 
 
 def _build_slots(n_visible: int, labels: list[str]) -> list[ResultSlot]:
@@ -335,16 +329,18 @@ def build_modality_tab(modality: str) -> ModalityTab:
         queue=False,
     )
     setting_components = [c for f in forms for c in f.components]
+    owned = owned_state()  # the browser remembers (signed) the runs its requests made: its Runs tab on a shared host
+    n_inputs = 6 + len(setting_components)
     gr.on(
         triggers=[*extra_triggers, run.click],
-        fn=handler,
-        inputs=[input_component, methods_box, seed, randomize, rerun, *setting_components],
-        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel, matrix, metric_files],
+        fn=remembering(handler),
+        inputs=[input_component, methods_box, seed, randomize, rerun, *setting_components, owned],
+        outputs=[notice, seed, *[c for s in slots for c in s.outputs], panel, matrix, metric_files, owned],
         api_visibility="private",
         show_progress="minimal",
         concurrency_limit=1,
         concurrency_id=GPU_CONCURRENCY_ID,
-        validator=public.admit(5 + len(setting_components)),  # a shared host's per-session share of the queue
+        validator=public.admit(n_inputs),  # a shared host's per-session, per-address and total share of the queue
     )
     _build_api(tab)
     return tab

@@ -37,8 +37,11 @@ MAX_METHODS = 4  # result slots side by side
 MAX_SEED = 2**31 - 1
 PROGRESS_INTERVAL_S = 0.25  # at most four progress updates a second reach the browser
 STAGE_WORDS = {"mesh": "meshing", "evaluate": "evaluating", "turntable": "rendering a turntable"}  # shown for stages
-GPU_SECONDS_MIN, GPU_SECONDS_MAX, GPU_SECONDS_MARGIN = 30, 600, 15
+GPU_SECONDS_MIN, GPU_SECONDS_MAX = 30, public.MAX_REQUEST_SECONDS  # ZeroGPU duration bounds
 MAX_SETTINGS_CHARS = 20_000  # the API's settings JSON
+MAX_SETTINGS_DEPTH = 32  # settings are 2 levels deep; deeper documents are refused before json.loads sees them
+MAX_NUMBER_CHARS = 32  # a number literal longer than this is refused before parsing (Python's limit is 4300 digits)
+NUMBER_CHARS = frozenset("0123456789+-.eE")
 
 _RNG = random.SystemRandom()
 
@@ -51,7 +54,8 @@ class PlannedRun:
     label: str
     settings: Settings | None = None
     error: str | None = None
-    gpu_seconds: float = 0.0
+    gpu_seconds: float = 0.0  # the method's estimate on a GPU (what ZeroGPU is asked for)
+    seconds: float = 0.0  # its estimate on the device it runs on: the one figure for messages and the deadline
     expected: str = ""  # "about 4 min on this CPU", said before a run starts
     cache_results: bool = False
 
@@ -69,9 +73,17 @@ class Job:
         return [run.error for run in self.runs if run.error]
 
     def gpu_duration(self) -> int:
-        """Seconds to ask ZeroGPU for: the methods' own estimates for these settings, plus a margin."""
-        estimate = sum(run.gpu_seconds for run in self.runs if run.error is None) * 1.25 + GPU_SECONDS_MARGIN
+        """Seconds to ask ZeroGPU for: the allowance (:func:`ui.public.allowance_seconds`) of the methods'
+        own GPU estimates for these settings."""
+        runs = [run for run in self.runs if run.error is None]
+        estimate = public.allowance_seconds(sum(run.gpu_seconds for run in runs), len(runs), gpu=True)
         return int(min(max(math.ceil(estimate), GPU_SECONDS_MIN), GPU_SECONDS_MAX))
+
+    def allowance(self) -> float:
+        """Seconds this request may hold the slot on a shared host: the same figure from the estimates for
+        the device it runs on; past it, the running method is stopped at its next step."""
+        runs = [run for run in self.runs if run.error is None]
+        return public.allowance_seconds(sum(run.seconds for run in runs), len(runs), gpu=runs_on_gpu())
 
 
 @dataclass
@@ -141,6 +153,72 @@ def resolve_seed(seed: Any, randomize: bool) -> int:
     return int(value)
 
 
+def scan_settings_json(text: str) -> None:
+    """Refuse what json.loads would choke on, before it runs, with one message per cause: characters that
+    are not text (a lone surrogate), nesting deeper than ``MAX_SETTINGS_DEPTH`` and number literals longer
+    than ``MAX_NUMBER_CHARS``. One pass, no recursion: the outcome never depends on the stack."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSettings("settings hold characters that are not text (a lone surrogate); send UTF-8") from None
+    depth = longest = run = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char in NUMBER_CHARS:
+            run += 1
+            longest = max(longest, run)
+            continue
+        run = 0
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_SETTINGS_DEPTH:
+                raise InvalidSettings(
+                    f"settings are nested too deeply (more than {MAX_SETTINGS_DEPTH} levels): give one object of "
+                    'single values per method, e.g. {"shap-e": {"guidance_scale": 15}}'
+                )
+        elif char in "]}":
+            depth -= 1
+    if longest > MAX_NUMBER_CHARS:
+        raise InvalidSettings(
+            f"settings hold a number {longest} characters long; numbers of up to {MAX_NUMBER_CHARS} are accepted"
+        )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidSettings(f"settings hold {name}, which is not a number a setting can take")
+
+
+def _strings(data: Any) -> Iterator[str]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _strings(value)
+    elif isinstance(data, str):
+        yield data
+
+
+def check_text(value: str, what: str) -> str:
+    """``value`` if it can be stored and sent back (UTF-8), else InvalidSettings naming ``what``."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSettings(f"{what} holds characters that are not text (a lone surrogate)") from None
+    return value
+
+
 def parse_settings_json(text: str | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """``{"method id": {"setting": value}}`` from a JSON string (the API's settings argument)."""
     if text is None or (isinstance(text, str) and not text.strip()):
@@ -148,16 +226,17 @@ def parse_settings_json(text: str | Mapping[str, Any] | None) -> dict[str, dict[
     if isinstance(text, str):
         if len(text) > MAX_SETTINGS_CHARS:
             raise InvalidSettings(f"settings have {len(text)} characters; the limit is {MAX_SETTINGS_CHARS}")
+        scan_settings_json(text)
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise InvalidSettings(f'settings must be a JSON object, e.g. {{"shap-e": {{...}}}}: {exc}') from None
-        except RecursionError:
-            raise InvalidSettings("settings are nested too deeply: give one object of settings per method") from None
     else:
         data = text
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise InvalidSettings('settings must map each method id to an object of settings, e.g. {"shap-e": {...}}')
+    for item in _strings(data):
+        check_text(item, "a setting name or value")
     nested = [f"{m}.{k}" for m, v in data.items() for k, x in v.items() if isinstance(x, (dict, list))]
     if nested:
         raise InvalidSettings(f"settings are single values (a number, text or true/false); {nested[0]} is not")
@@ -171,7 +250,7 @@ def normalize_method_ids(method_ids: Any) -> list[str]:
         method_ids = [method_ids]
     out: list[str] = []
     for mid in method_ids:
-        mid = str(mid).strip()
+        mid = check_text(str(mid), "a method id").strip()
         if mid and mid not in out:
             out.append(mid)
     return out
@@ -202,7 +281,18 @@ def plan_job(
     inputs = make_inputs(modality, raw_input)
     used_seed = resolve_seed(seed, randomize)
     runs = [_plan_run(mid, inputs, {"seed": used_seed, **settings.get(mid, {})}) for mid in ids]
-    return Job(modality=modality, inputs=inputs, seed=used_seed, runs=runs, rerun=bool(rerun) and can_run_again())
+    job = Job(modality=modality, inputs=inputs, seed=used_seed, runs=runs, rerun=bool(rerun) and can_run_again())
+    if public.is_public() and not job.refusals and job.allowance() > public.MAX_REQUEST_SECONDS:
+        raise InvalidSettings(
+            f"this request would hold the shared GPU for about {format_seconds(job.allowance())}; one request may "
+            f"take {format_seconds(public.MAX_REQUEST_SECONDS)}: choose fewer methods or smaller settings"
+        )
+    return job
+
+
+def runs_on_gpu() -> bool:
+    """Whether methods run on a GPU here: on a Space (ZeroGPU lends one to each job) or with a local GPU."""
+    return hosting.on_space() or can_run_again()
 
 
 def _plan_run(method_id: str, inputs: Inputs, overrides: dict[str, Any]) -> PlannedRun:
@@ -215,15 +305,16 @@ def _plan_run(method_id: str, inputs: Inputs, overrides: dict[str, Any]) -> Plan
         method, resolved = prepare(method_id, inputs, overrides)
         resolved = public.limit_settings(method_id, resolved, method.default_settings(inputs.modality))
         seconds = float(method.estimate_seconds(resolved, gpu=True))
-        here = float(method.estimate_seconds(resolved, gpu=can_run_again()))
+        here = float(method.estimate_seconds(resolved, gpu=runs_on_gpu()))
     except MethodError as exc:
         return PlannedRun(method_id, method.label, error=served.redact(exc))
-    expected = f"about {format_seconds(here)} on this {'GPU' if can_run_again() else 'CPU'}"
+    expected = f"about {format_seconds(here)} on this {'GPU' if runs_on_gpu() else 'CPU'}"
     return PlannedRun(
         method_id,
         method.label,
         settings=resolved,
         gpu_seconds=seconds,
+        seconds=here,
         expected=expected,
         cache_results=method.cache_results,
     )
@@ -245,19 +336,38 @@ def run_job(job: Job, store: Store | None = None) -> Iterator[JobState]:
         ]
     )
     yield state
+    # on a shared host every stage of every method runs inside the request's allowance
+    deadline = time.monotonic() + job.allowance() if public.is_public() else math.inf
     for run, slot in zip(job.runs, state.slots, strict=True):
         if run.error:
             continue
+        if time.monotonic() >= deadline:
+            slot.state, slot.message = "refused", over_allowance(job)
+            continue
         slot.state = "running"
         yield state
-        yield from _run_one(job, run, slot, state, store)
+        yield from _run_one(job, run, slot, state, store, deadline)
         yield state
     state.finished = True
     yield state
 
 
-def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store: Store) -> Iterator[JobState]:
-    """Drive one method, yielding on progress; its metric rows reach the panel together when it is done."""
+class OverAllowance(MethodError):
+    """A request ran past its time allowance on a shared host; the running method was stopped."""
+
+
+def over_allowance(job: Job) -> str:
+    return (
+        f"stopped: this request used up its time allowance of {format_seconds(job.allowance())} on this shared "
+        "server (the methods' estimates x 1.25, plus margins for scoring); try smaller settings"
+    )
+
+
+def _run_one(
+    job: Job, run: PlannedRun, slot: SlotState, state: JobState, store: Store, deadline: float = math.inf
+) -> Iterator[JobState]:
+    """Drive one method, yielding on progress; its metric rows reach the panel together when it is done.
+    Past ``deadline`` the method is stopped at its next event (the runner records the run as failed)."""
     if run.cache_results and not job.rerun and _show_cached(job, run, slot, state, store):
         return
     rows: list[MetricRow] = []
@@ -266,6 +376,8 @@ def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store:
         with closing(execute(run.method_id, job.inputs, run.settings, store=store)) as events:
             for event in events:
                 slot.run_id = event.run_id
+                if time.monotonic() >= deadline:
+                    events.throw(OverAllowance(over_allowance(job)))
                 if event.kind == "progress" and event.progress is not None:
                     p = event.progress
                     new_stage = p.stage != slot.stage  # a new stage always shows (meshing after evaluate 100%)

@@ -107,7 +107,7 @@ def views(board: dict[str, Any]) -> dict[str, Any]:
     noise = ""
     if flagged:
         used = "included" if board["filters"]["include_flagged"] else "left out"
-        noise = f"; {len(flagged)} rater(s) flagged as noise, their votes kept but {used}"
+        noise = f"; {len(flagged)} rater(s) flagged as noise or as steering one method, their votes kept but {used}"
     out["summary"] = (
         f"**{board['votes_used']}** votes from **{board['raters']}** raters on **{len(methods)}** methods"
         f" ({board['votes']} votes match the filters{noise}). Bradley-Terry with a stated prior (Gaussian on the"
@@ -146,7 +146,7 @@ def build_leaderboard_tab(store: Store | None = None, *, n_boot: int = 1000) -> 
     with gr.Row():
         modality = gr.Dropdown([ANY, "text", "image", "video"], value=ANY, label="Input kind")
         prompt_set = gr.Dropdown([ANY, *ratings.prompt_sets()], value=ANY, label="Prompt set")
-        include_flagged = gr.Checkbox(False, label="Include raters flagged as noise")
+        include_flagged = gr.Checkbox(False, label="Include flagged raters (noise, steering)")
         refresh = gr.Button("Refresh", variant="secondary")
     summary = gr.Markdown()
     strengths, win_rates = {}, {}

@@ -5,11 +5,21 @@ its finished runs newest first, filtered by method, modality, input text and age
 shows them side by side in the same viewers (with the renders the metrics saw) and the same
 comparison matrix as a fresh request, and the first ticked run's record. Reads go through
 eval.runs.store only; records lose their server paths before they are shown.
+
+On a shared host (:func:`ui.public.is_public`) the tab shows a visitor only their own runs and the runs
+the operator publishes: each run a browser's request made is remembered in that browser
+(:func:`owned_state`, a list of run ids each signed by the server, so no one can claim another's run),
+and the operator lists published run ids, one a line, in TRILEMMA_PUBLISHED_RUNS (default
+``published_runs.txt`` beside the run store). Other visitors' prompts and uploads are never listed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +29,10 @@ from gradio.context import Context
 
 from eval.judging.protocol import MetricRow
 from eval.judging.renders import gallery, input_files
-from eval.runs.store import Store, UnknownRun
+from eval.runs.store import Store, UnknownRun, default_db_path
 from methods import registry
-from ui import served
+from ui import public, served
+from ui.arena import token_key
 from ui.matrix import matrix_html
 from ui.viewer_asset import camera_for, viewer_file
 
@@ -30,6 +41,85 @@ MAX_LISTED = 500
 RUN_HEADERS = ["run", "method", "modality", "input", "finished", "seconds"]
 AGES = {"any time": None, "last hour": 3600, "last day": 86400, "last 7 days": 7 * 86400, "last 30 days": 30 * 86400}
 VIEWER_HEIGHT = 260
+OWNED_KEY = "trilemma3d-my-runs"  # the browser's localStorage key for the runs it made
+MAX_OWNED = 200  # the newest runs a browser remembers
+
+
+# ----------------------------------------------------------------------------- who may see which run
+
+
+def _run_mac(run_id: str) -> str:
+    return hmac.new(token_key(), b"run:" + run_id.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def run_token(run_id: str) -> str:
+    """``<run id>.<HMAC>``: proof, kept in the browser, that this browser's request made (or was shown) the run."""
+    return f"{run_id}.{_run_mac(run_id)}"
+
+
+def owned_runs(tokens: Any) -> set[str]:
+    """The run ids among ``tokens`` that this server signed; anything else is ignored."""
+    if not isinstance(tokens, list):
+        return set()
+    out = set()
+    for token in tokens[-MAX_OWNED:]:
+        if isinstance(token, str) and len(token) < 200 and "." in token:
+            run_id, _, mac = token.rpartition(".")
+            if hmac.compare_digest(mac, _run_mac(run_id)):
+                out.add(run_id)
+    return out
+
+
+def remembering(handler: Callable[..., Iterator[list[Any]]]) -> Callable[..., Iterator[list[Any]]]:
+    """``handler`` (a modality tab's Generate handler) taking the browser's run tokens as its last input and
+    giving them back, with the runs of the results it streams added, as its last output: one event, so
+    results arriving together cannot overwrite each other's tokens."""
+
+    def generate(*args: Any) -> Iterator[list[Any]]:
+        *inputs, tokens = args
+        given = [t for t in (tokens if isinstance(tokens, list) else []) if isinstance(t, str)][-MAX_OWNED:]
+        kept = list(given)
+        for update in handler(*inputs):
+            made = [u["id"] for u in update if isinstance(u, dict) and {"glb", "id"} <= set(u) and u["id"]]
+            kept = [*kept, *(run_token(str(r)) for r in made if run_token(str(r)) not in kept)][-MAX_OWNED:]
+            yield [*update, kept if kept != given else gr.skip()]  # the last update carries the whole list
+
+    generate.__name__ = getattr(handler, "__name__", "generate")
+    return generate
+
+
+def owned_state() -> gr.BrowserState:
+    """The one BrowserState of the runs this browser made, shared by every tab of the app being built (two
+    components on one key would overwrite each other's lists)."""
+    root = Context.root_block
+    state = getattr(root, "_trilemma_owned_runs", None) if root is not None else None
+    if state is None:
+        secret = os.environ.get("TRILEMMA_RATER_SECRET", "trilemma3d-my-runs")
+        state = gr.BrowserState([], storage_key=OWNED_KEY, secret=secret)
+        if root is not None:
+            root._trilemma_owned_runs = state  # type: ignore[attr-defined]
+    return state
+
+
+def published_runs_file() -> Path:
+    raw = os.environ.get("TRILEMMA_PUBLISHED_RUNS", "").strip()
+    return Path(raw) if raw else default_db_path().parent / "published_runs.txt"
+
+
+def published_runs() -> set[str]:
+    """The run ids the operator publishes (one a line; ``#`` starts a comment)."""
+    try:
+        text = published_runs_file().read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    return {line.split("#")[0].strip() for line in text.splitlines()} - {""}
+
+
+def visible_runs(tokens: Any) -> set[str] | None:
+    """The run ids this visitor may see on a shared host (theirs and the published ones); None: every run."""
+    if not public.is_public():
+        return None
+    return owned_runs(tokens) | published_runs()
 
 
 def input_text(inputs: dict[str, Any]) -> str:
@@ -53,9 +143,23 @@ def find_runs(
     contains: str = "",
     age: str = "any time",
     now: float | None = None,
+    visible: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Finished runs, newest first, matching every filter given (``contains``: in the input, any case)."""
-    runs = store.runs(method=method or None, modality=modality or None, status="done", limit=MAX_LISTED)
+    """Finished runs, newest first, matching every filter given (``contains``: in the input, any case);
+    only those in ``visible`` when it is given."""
+    if visible is None:
+        runs = store.runs(method=method or None, modality=modality or None, status="done", limit=MAX_LISTED)
+    else:
+        runs = []
+        for run_id in visible:
+            try:
+                run = store.get_run(run_id)
+            except UnknownRun:
+                continue
+            wanted = (not method or run["method"] == method) and (not modality or run["modality"] == modality)
+            if run["status"] == "done" and wanted:
+                runs.append(run)
+        runs = sorted(runs, key=lambda r: r["created"], reverse=True)[:MAX_LISTED]
     seconds = AGES.get(age)
     cutoff = None if seconds is None else (now or time.time()) - seconds
     needle = (contains or "").strip().lower()
@@ -127,12 +231,15 @@ def open_run(store: Store, run_id: str) -> OpenedRun:
     return OpenedRun(run_id, label, glb, viewer, files, renders, kept, rows, public_record(run))
 
 
-def compare(store: Store, run_ids: list[str]) -> tuple[list[OpenedRun], str]:
-    """The ticked runs (at most four, in the order ticked) and their comparison matrix."""
+def compare(store: Store, run_ids: list[str], visible: set[str] | None = None) -> tuple[list[OpenedRun], str]:
+    """The ticked runs (at most four, in the order ticked) and their comparison matrix; a run outside
+    ``visible`` (when given) is skipped as if it did not exist."""
     if len(run_ids) > MAX_COMPARE:
         raise gr.Error(f"{len(run_ids)} runs are ticked; at most {MAX_COMPARE} are compared side by side")
     opened = []
     for rid in run_ids:
+        if visible is not None and rid not in visible:
+            continue
         try:
             opened.append(open_run(store, rid))
         except UnknownRun:
@@ -144,16 +251,16 @@ def compare(store: Store, run_ids: list[str]) -> tuple[list[OpenedRun], str]:
 # ----------------------------------------------------------------------------- the tab
 
 
-def list_view(method_id: str, modality: str, contains: str, age: str):
+def list_view(method_id: str, modality: str, contains: str, age: str, owned: Any = None):
     """The runs table and the tick choices for the filters (the tab's list handler)."""
-    runs = find_runs(Store(), method_id, modality, contains, age)
+    runs = find_runs(Store(), method_id, modality, contains, age, visible=visible_runs(owned))
     choices = [(f"{r['method']} · {input_text(r.get('inputs') or {})[:40]} · {r['id'][-6:]}", r["id"]) for r in runs]
     return run_rows(runs), gr.update(choices=choices)
 
 
-def compare_view(run_ids: list[str] | None) -> list[Any]:
+def compare_view(run_ids: list[str] | None, owned: Any = None) -> list[Any]:
     """The matrix, then per viewer (model, input, renders, downloads), then the first run's record."""
-    opened, page = compare(Store(), list(run_ids or []))
+    opened, page = compare(Store(), [str(r) for r in run_ids or []], visible=visible_runs(owned))
     out: list[Any] = [page]
     for i in range(MAX_COMPARE):
         run = opened[i] if i < len(opened) else None
@@ -171,10 +278,16 @@ def compare_view(run_ids: list[str] | None) -> list[Any]:
 
 def build_runs_tab() -> None:
     """Fill the open gr.Tab: filters, the list of runs, up to four viewers and the matrix."""
-    gr.Markdown(
-        "Finished runs of every session of this app, the CLI and studies, newest first. Tick up to "
-        f"{MAX_COMPARE} to see them side by side with the same viewers and comparison matrix as a fresh request."
+    whose = (
+        "Your own runs (remembered by this browser) and the runs this server's operator publishes"
+        if public.is_public()
+        else "Finished runs of every session of this app, the CLI and studies"
     )
+    gr.Markdown(
+        f"{whose}, newest first. Tick up to {MAX_COMPARE} to see them side by side with the same viewers and "
+        "comparison matrix as a fresh request."
+    )
+    owned = owned_state()
     with gr.Row():
         method = gr.Dropdown(label="Method", choices=["", *registry.ids()], value="", scale=1)
         modality = gr.Dropdown(label="Modality", choices=["", "text", "image", "video"], value="", scale=1)
@@ -202,14 +315,13 @@ def build_runs_tab() -> None:
                 downloads.append(gr.File(label="Download", file_count="multiple", interactive=False, visible=False))
     record = gr.JSON(label="Record of the first ticked run", value=None)
 
-    filters = [method, modality, contains, age]
+    filters = [method, modality, contains, age, owned]
     triggers = [refresh.click, method.change, modality.change, contains.submit, age.change]
     root = Context.root_block
     if root is not None:  # list the runs when the page opens
         triggers.append(root.load)
-    # page handlers only: the public API stays the three generation endpoints
-    gr.on(
-        triggers=triggers, fn=list_view, inputs=filters, outputs=[table, ticked], api_visibility="private", queue=False
-    )
+    # page handlers only: the public API stays the three generation endpoints; queued, so a shared host's
+    # per-address share of the "pages" group applies (ui.public.police)
+    gr.on(triggers=triggers, fn=list_view, inputs=filters, outputs=[table, ticked], api_visibility="private")
     per_run = [c for i in range(MAX_COMPARE) for c in (viewers[i], inputs_shown[i], galleries[i], downloads[i])]
-    ticked.change(compare_view, ticked, [matrix, *per_run, record], api_visibility="private")
+    ticked.change(compare_view, [ticked, owned], [matrix, *per_run, record], api_visibility="private")

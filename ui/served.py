@@ -7,7 +7,8 @@ never in it, whatever folder they share with the assets. Gradio reads the list a
 file published later is served from then on.
 
 :func:`redact` and :func:`public_record` take server paths out of messages and of the run record
-offered for download.
+offered for download; on a shared host the record also loses the host's details (host name, process id,
+start time, kernel): :data:`HOST_KEYS`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 DOWNLOAD_FOLDER = "download"  # <run folder>/download/run.json: the record without server paths
 _PRIVATE_KEYS = ("traceback",)
+HOST_KEYS = ("process", "host", "hostname", "pid", "kernel", "node")  # dropped on a shared host; platform -> OS name
 # An absolute or home-relative path: "/srv/x/y.db", "~/x", "C:\x"; not a URL ("https://h/p") nor "1/2".
 _PATH = re.compile(r"(?<![\w:/.~\\-])(?:~|[A-Za-z]:)?[/\\](?![/\\])[^\s'\"`,;()\[\]{}<>|]*")
 
@@ -86,9 +88,15 @@ def redact(text: Any) -> str:
 
 def public_record(record: Any, run_dir: str | Path | None = None) -> Any:
     """A run record for download: paths inside the run folder become relative, others their file name."""
+    from ui.public import is_public
+
     base = Path(run_dir).resolve() if run_dir is not None else None
     if isinstance(record, dict):
-        return {k: public_record(v, base) for k, v in record.items() if k not in _PRIVATE_KEYS}
+        private = _PRIVATE_KEYS + (HOST_KEYS if is_public() else ())
+        out = {k: public_record(v, base) for k, v in record.items() if k not in private}
+        if is_public() and isinstance(out.get("platform"), str):
+            out["platform"] = out["platform"].split("-")[0]  # "Linux", not the kernel's version and build
+        return out
     if isinstance(record, list):
         return [public_record(v, base) for v in record]
     if isinstance(record, str) and record:

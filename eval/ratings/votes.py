@@ -3,8 +3,8 @@
 Storage is the run store (tables ``pairs``, ``votes``, ``vote_answers``, ``ratings``, added by the
 second migration in :data:`eval.runs.store.MIGRATIONS`). Votes and ratings reference runs by id, never
 copies of assets. Nothing is updated or deleted: a changed Likert rating is a new row (the latest
-one counts), and votes of raters flagged as noise stay in the table and are left out of the
-leaderboard only.
+one counts), and votes of raters flagged as noise or as steering one method (:func:`biased_raters`)
+stay in the table and are left out of the leaderboard only.
 
 The arena protocol, each step checked on the server:
 
@@ -16,7 +16,8 @@ The arena protocol, each step checked on the server:
    per rater and run pair, within the rater's rate limit; the vote and its answers are one
    transaction. The methods are revealed only in the vote's result.
 
-Raters are ids, never addresses: ``anon-<random>`` made per browser, or ``hf:<user name>``.
+Raters are ids, never addresses: ``anon-<random>`` made per browser (``anon-<random>:<cohort>`` when the
+server issues it: a random tag shared by the ids one connection got within an hour), or ``hf:<user name>``.
 """
 
 from __future__ import annotations
@@ -132,9 +133,12 @@ class Policy:
 # ----------------------------------------------------------------------------- raters
 
 
-def new_rater_id() -> str:
-    """A fresh anonymous rater id (kept per browser by the UI); random, so it says nothing about anyone."""
-    return "anon-" + secrets.token_urlsafe(12)
+def new_rater_id(cohort: str = "") -> str:
+    """A fresh anonymous rater id (kept per browser by the UI); random, so it says nothing about anyone.
+    ``cohort`` (random, letters and digits) tags the ids one connection was issued (:func:`rater_group`)."""
+    if cohort and not cohort.isalnum():
+        raise ValueError("a cohort is letters and digits")
+    return "anon-" + secrets.token_urlsafe(12) + (f":{cohort}" if cohort else "")
 
 
 def issue_token(key: bytes, rater: str | None = None) -> str:
@@ -678,8 +682,99 @@ def export(store: Store, out_dir: str | Path, fmt: str = "csv") -> dict[str, Pat
 
 
 def flagged_raters(votes: list[dict[str, Any]], **kw: Any) -> dict[str, str]:
-    """Raters whose overall answers look like noise (see :func:`eval.ratings.bradley_terry.noise_raters`)."""
-    return lb.noise_raters(((v["rater"], v["answer"]) for v in votes if v["criterion"] == "overall"), **kw)
+    """Raters whose overall answers look like noise (see :func:`eval.ratings.bradley_terry.noise_raters`) or
+    follow one method far beyond the other raters' consensus (:func:`biased_raters`)."""
+    overall = [v for v in votes if v["criterion"] == "overall"]
+    return {**biased_raters(overall), **lb.noise_raters(((v["rater"], v["answer"]) for v in overall), **kw)}
+
+
+BIAS_MIN_VOTES = 10  # decisive votes with the method before a rater can be flagged for it
+BIAS_MIN_SHARE = 0.9  # ... choosing it in at least 90% of them
+BIAS_P = 1e-3  # ... where the others' consensus makes that this unlikely (one-sided, exact)
+
+
+def biased_raters(
+    votes: list[dict[str, Any]],
+    *,
+    min_votes: int = BIAS_MIN_VOTES,
+    min_share: float = BIAS_MIN_SHARE,
+    p_value: float = BIAS_P,
+    rounds: int = 5,
+) -> dict[str, str]:
+    """Raters whose decisive votes (left or right) follow one method far beyond the consensus, with the reason.
+
+    For each vote of rater r between methods m and o, the consensus chance that m is chosen is the share of
+    m's wins against o in the votes of the *other* raters not flagged so far (a Beta(1, 1) prior, so an
+    unseen pair counts as a coin). r is flagged for m when r chose m in at least ``min_share`` of at least
+    ``min_votes`` votes with m and the chance of choosing m that often under the consensus (the exact
+    Poisson-binomial tail) is below ``p_value``; as in the 3D Arena's fraud checks, the votes are kept
+    and left out of the leaderboard. The consensus is refitted without the flagged raters (``rounds``
+    times at most), so a crowd of steering identities cannot make its own votes the consensus.
+    """
+    decisive = [v for v in votes if v["answer"] in ("left", "right") and v["method_left"] != v["method_right"]]
+    members: dict[str, set[str]] = {}
+    for v in decisive:
+        members.setdefault(rater_group(v["rater"]), set()).add(v["rater"])
+    flagged: dict[str, str] = {}  # group -> reason
+    for _ in range(rounds):
+        wins: Counter = Counter()  # (winner, loser) -> votes, over raters not flagged
+        mine: dict[str, Counter] = {}
+        for v in decisive:
+            winner, loser = (v["method_left"], v["method_right"])[:: 1 if v["answer"] == "left" else -1]
+            group = rater_group(v["rater"])
+            mine.setdefault(group, Counter())[(winner, loser)] += 1
+            if group not in flagged:
+                wins[(winner, loser)] += 1
+        found: dict[str, str] = {}
+        for rater, own in mine.items():
+            base = wins if rater in flagged else wins - own  # leave the rater's own votes out
+            per_method: dict[str, list[tuple[float, bool]]] = {}
+            for (winner, loser), n in own.items():
+                for m, other, chose in ((winner, loser, True), (loser, winner, False)):
+                    share = (base[(m, other)] + 1) / (base[(m, other)] + base[(other, m)] + 2)
+                    per_method.setdefault(m, []).extend([(share, chose)] * n)
+            for method, trials in sorted(per_method.items()):
+                chosen = sum(c for _, c in trials)
+                if len(trials) < min_votes or chosen < min_share * len(trials):
+                    continue
+                tail = _poisson_binomial_tail([share for share, _ in trials], chosen)
+                if tail < p_value:
+                    expected = sum(share for share, _ in trials) / len(trials)
+                    who = (
+                        f" ({len(members[rater])} identities issued to one connection)"
+                        if len(members[rater]) > 1
+                        else ""
+                    )
+                    found[rater] = (
+                        f"chose {method} in {chosen} of {len(trials)} votes with it{who}, where the other raters "
+                        f"choose it {expected:.0%} of the time (chance {tail:.1g})"
+                    )
+                    break
+        if found == flagged:
+            break
+        flagged = found
+    return {r: reason for group, reason in flagged.items() for r in sorted(members[group])}
+
+
+def rater_group(rater: str) -> str:
+    """Who stands behind a rater id for the bias check: the cohort of anonymous ids one connection was
+    issued within an hour (``anon-<random>:<cohort>``, see ``ui.arena``), else the id itself. A cohort is
+    random, never derived from an address."""
+    if rater.startswith("anon-") and ":" in rater:
+        return "cohort:" + rater.rpartition(":")[2]
+    return rater
+
+
+def _poisson_binomial_tail(probabilities: list[float], k: int) -> float:
+    """P(at least ``k`` successes) for independent trials with the given success chances (exact, O(n^2))."""
+    dist = [1.0]
+    for p in probabilities:
+        nxt = [0.0] * (len(dist) + 1)
+        for i, q in enumerate(dist):
+            nxt[i] += q * (1 - p)
+            nxt[i + 1] += q * p
+        dist = nxt
+    return float(sum(dist[k:]))
 
 
 def _keep(row: dict[str, Any], modality: str | None, prompt_set: str | None, members: set[str] | None) -> bool:
