@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -185,6 +186,29 @@ def canvas_pixels(page, canvas) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), dtype=np.float64)
 
 
+def settled_pixels(page, canvas, drawn, guard_s: float = 180.0) -> np.ndarray:
+    """The canvas once it has drawn something and two frames half a second apart agree (the viewers load,
+    sort and ease their cameras over several frames; how long depends on the machine, so poll, not sleep).
+    ``guard_s`` only keeps a broken page from hanging the suite."""
+    deadline, last = time.monotonic() + guard_s, None
+    while True:
+        pixels = canvas_pixels(page, canvas)
+        if last is not None and drawn(pixels) and np.abs(pixels - last).max() <= 8:
+            return pixels
+        if time.monotonic() > deadline:
+            return pixels
+        last = pixels
+        page.wait_for_timeout(500)
+
+
+def _drawn_on_background(pixels: np.ndarray) -> bool:
+    return bool((np.abs(pixels - BACKGROUND).max(axis=2) > 24).any())
+
+
+def _drawn_on_black(pixels: np.ndarray) -> bool:
+    return bool((pixels[6:-6, 6:-6].max(axis=2) > 40).any())
+
+
 def object_box(pixels: np.ndarray) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) margins in px between the frame's edges and the pixels that are not background."""
     mask = np.abs(pixels - BACKGROUND).max(axis=2) > 24
@@ -236,9 +260,8 @@ def test_four_slots_renders_strip_viewers_and_the_empty_matrix(page, tmp_path):
     for name in ("sphere", "points", "tall", "flat"):
         canvas = slots.filter(has_text=f"Test {name}").locator("canvas").first
         canvas.scroll_into_view_if_needed()
-        page.wait_for_timeout(1000)  # let the camera settle (Babylon interpolates)
         canvas.wait_for()
-        pixels = canvas_pixels(page, canvas)
+        pixels = settled_pixels(page, canvas, _drawn_on_background)  # Babylon eases the camera in
         Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / f"viewer_{name}.png")
         margins[name] = (pixels.shape, object_box(pixels))
     for name in ("tall", "flat"):
@@ -353,8 +376,7 @@ def test_a_splat_is_framed_whole_and_upright(page, tmp_path):
     canvas.wait_for()
     canvas.scroll_into_view_if_needed()
     page.add_style_tag(content=HIDE_OVERLAYS)
-    page.wait_for_timeout(3000)  # the splat viewer sorts and draws over a few frames
-    pixels = canvas_pixels(page, canvas)
+    pixels = settled_pixels(page, canvas, _drawn_on_black)  # the splat viewer sorts and draws over a few frames
     Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "viewer_splats.png")
     pixels = pixels[6:-6, 6:-6]  # inside the canvas's rounded corners (the page shows there)
     mask = pixels.max(axis=2) > 40  # the splat viewer draws on black
