@@ -116,6 +116,10 @@ class DinoConditioner(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values).last_hidden_state
 
+    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Same as calling the module: the tokens of already preprocessed pixels (each model preprocesses)."""
+        return self(pixel_values)
+
     def released_state_dict(self) -> dict[str, torch.Tensor]:
         """The state_dict with the released file's key names (no ``model.`` prefix)."""
         return {k.removeprefix("model."): v for k, v in self.state_dict().items()}
