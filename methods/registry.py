@@ -23,6 +23,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "methods.splats.method",
     "methods.families",
     "methods.triposr",
+    "methods.triposg",
 )
 
 _REGISTRY: dict[str, type[Method]] = {}
