@@ -24,7 +24,8 @@ Public API (stable; models import these names from ``methods.latent3d``):
     coarse_resolution, band, margin, chunk_size)`` -> (grid, evaluated counts); ``refine_once``.
     A query is ``(P, 3) float32 -> (P,)`` logits, positive inside.
 ``mesh``
-    ``marching_cubes(grid, level, inside, what)`` -> (grid-index vertices, faces);
+    ``marching_cubes(grid, level, inside, what, outward=False)`` -> (grid-index vertices, faces; skimage's
+    winding, inward right-hand normals, unless ``outward``);
     ``index_to_world(vertices, bounds, points, divisor=None)``.
 
 Everything takes explicit ``device`` / ``dtype`` from its tensors; nothing here probes hardware.

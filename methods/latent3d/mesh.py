@@ -31,11 +31,14 @@ def marching_cubes(
     level: float = 0.0,
     inside: str = "positive",
     what: str = "the model",
+    outward: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices in grid-index units (V, 3) float32 and faces (F, 3) int64, skimage's winding.
+    """Vertices in grid-index units (V, 3) float32 and faces (F, 3) int64.
 
     ``inside="positive"``: the object is where the grid is above ``level`` (skimage's gradient_direction
-    "descent"); ``"negative"`` for SDFs negative inside. MethodError when the grid never crosses ``level``.
+    "descent"); ``"negative"`` for SDFs negative inside. Faces keep skimage's winding, whose right-hand normals
+    point *into* the object on an ``ij`` grid (what the official codes return); ``outward=True`` reverses them
+    (counter-clockwise seen from outside, glTF's front faces). MethodError when the grid never crosses ``level``.
     """
     from skimage import measure
 
@@ -48,4 +51,5 @@ def marching_cubes(
         )
     direction = "descent" if inside == "positive" else "ascent"
     verts, faces, _, _ = measure.marching_cubes(arr, level, method="lewiner", gradient_direction=direction)
-    return verts.astype(np.float32), faces.astype(np.int64)
+    faces = faces[:, ::-1] if outward else faces
+    return verts.astype(np.float32), np.ascontiguousarray(faces, dtype=np.int64)

@@ -144,10 +144,14 @@ def official_grid(query: Callable[[torch.Tensor], torch.Tensor], depth: int, bou
 
 
 def extract_mesh(grid: torch.Tensor, official_depth: int | None = None, bounds=BOUNDS) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes at 0 (inside positive); world units. ``official_depth``: the official vertex transform."""
-    verts, faces = marching_cubes(grid, 0.0, inside="positive", what="TripoSG")
+    """Marching cubes at 0 (inside positive); world units, faces outward (counter-clockwise from outside).
+
+    ``official_depth``: the official output instead (its vertex transform, skimage's inward winding).
+    """
+    official = official_depth is not None
+    verts, faces = marching_cubes(grid, 0.0, inside="positive", what="TripoSG", outward=not official)
     points = grid.shape[0]
-    divisor = 2**official_depth if official_depth is not None else None
+    divisor = 2**official_depth if official else None
     return index_to_world(verts, bounds, points, divisor), faces
 
 
