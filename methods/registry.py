@@ -24,6 +24,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "methods.families",
     "methods.triposr",
     "methods.triposg",
+    "methods.hunyuan3d",
 )
 
 _REGISTRY: dict[str, type[Method]] = {}
