@@ -27,12 +27,13 @@ IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffus
 VARIANTS = ("mini", "fast", "turbo")
 DEFAULT_STEPS = {"mini": 30, "fast": 10, "turbo": 5}  # the official Gradio app's
 LICENCE_ID = "tencent-hunyuan-3d-2.0-community"
-LICENCE = (
-    "code: ours (MIT, as the project). Weights: Tencent Hunyuan 3D 2.0 Community License — not licensed in the "
-    "European Union, the United Kingdom or South Korea (no rights there, for the weights or their outputs); a "
-    "separate licence from Tencent is needed above 1 million monthly active users; outputs may not be used to "
-    "improve any other AI model; Tencent's Acceptable Use Policy applies (e.g. label machine-made content)."
+LICENCE_TERMS = (
+    "Tencent Hunyuan 3D 2.0 Community License — not licensed in the European Union, the United Kingdom or South "
+    "Korea (no rights there, for the weights or their outputs); a separate licence from Tencent is needed above "
+    "1 million monthly active users; outputs may not be used to improve any other AI model; Tencent's Acceptable "
+    "Use Policy applies (e.g. label machine-made content)"
 )
+LICENCE = f"code: ours (MIT, as the project). Weights: {LICENCE_TERMS}."
 
 
 @dataclass(kw_only=True)
@@ -138,6 +139,7 @@ class Hunyuan3DMethod(Method):
     )
     paper_url = "https://arxiv.org/abs/2501.12202"
     licence = LICENCE
+    licence_terms = LICENCE_TERMS
     licence_id = LICENCE_ID  # a public host serves the method only once its operator accepts this licence
     weights = (DEFAULT_CHECKPOINT,)
     weights_gb = 3.8  # each variant's model.fp16.safetensors (DiT 0.56 B, VAE 0.21 B, DINOv2-giant 1.14 B)
@@ -189,5 +191,6 @@ __all__ = [
     "IMAGE_MODEL",
     "LICENCE",
     "LICENCE_ID",
+    "LICENCE_TERMS",
     "VARIANTS",
 ]
