@@ -163,13 +163,19 @@ def time_triposg(model, args) -> dict:
         grid = pipeline.field_grid(counted, args.grid, args.chunk_size, args.hierarchical)
         out["grid"] = time.perf_counter() - start
         out["grid_points"] = sum(calls)
-        start = time.perf_counter()
-        try:
-            vertices, faces = pipeline.extract_mesh(grid)
-            out["vertices"] = len(vertices)
-        except Exception as err:  # noqa: BLE001 - a random field may have no surface at a coarse grid
-            out["vertices"] = f"none ({type(err).__name__})"
-        out["marching_cubes"] = time.perf_counter() - start
+        # random weights: shift the field so a fifth of the box is inside, and time marching cubes at 128 too
+        import torch
+
+        grid = grid - torch.quantile(grid.flatten()[:: max(1, grid.numel() // 2**20)], 0.8)
+        for res in sorted({args.grid, 128}):
+            sized = grid
+            if res != args.grid:
+                sized = torch.nn.functional.interpolate(grid[None, None], size=(res + 1,) * 3, mode="trilinear")[0, 0]
+            start = time.perf_counter()
+            vertices, _ = pipeline.extract_mesh(sized)
+            out[f"marching_cubes_{res}"] = time.perf_counter() - start
+            out[f"vertices_{res}"] = len(vertices)
+        out["marching_cubes"] = out[f"marching_cubes_{args.grid}"]
     out["peak_rss_mb"] = peak.peak_rss_mb
     return out
 
@@ -254,6 +260,30 @@ def compare_official(official, ours, args) -> list[tuple[str, float, float]]:
     return rows
 
 
+def matmul_gflops(dtype, size: int = 2048, repeats: int = 3) -> float:
+    """The machine's 2048^2 matmul throughput in ``dtype`` right now (the reference for this run's numbers)."""
+    import torch
+
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def triposg_flops(model, tokens: int) -> dict[str, float]:
+    """Multiply-adds x 2 of one guided denoising step (batch 2) and of one grid point (the VAE's query path)."""
+    dit, vae = model.config.dit, model.config.vae
+    w, layers, ctx = dit.width, dit.num_layers, 257
+    n = tokens + 1
+    params = sum(p.numel() for p in model.dit.parameters())
+    step = 2 * 2 * params * n + 2 * layers * (4 * n * n * w + 4 * n * ctx * w)
+    wd = vae.width_decoder
+    point = 2 * (51 * wd + 2 * wd * wd + 2 * tokens * wd + 8 * wd * wd + wd)
+    return {"step": float(step), "point": float(point)}
+
+
 MODELS: dict[str, Callable] = {"triposg": build_triposg}
 TIMERS: dict[str, Callable] = {"triposg": time_triposg}
 
@@ -291,25 +321,37 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{args.model} {args.dtype}, {torch.get_num_threads()} threads, built in {build_s:.1f} s; "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")  # fmt: skip
+    reference = matmul_gflops(dtype)
+    print(f"reference: 2048^2 matmul in {args.dtype} runs at {reference:,.0f} GFLOP/s now")
     r = TIMERS[args.model](model, args)
+    r["matmul_gflops"] = reference
+    flops = triposg_flops(model, args.tokens)
     step = statistics.median(r["steps"])
     per_point = r["grid"] / max(1, r["grid_points"])
     print(f"{'stage':<16} {'seconds':>10}")
     for stage in ("preprocess", "encode"):
         print(f"{stage:<16} {r[stage]:>10.2f}")
-    print(f"{'denoise / step':<16} {step:>10.2f}   (steps: {', '.join(f'{s:.2f}' for s in r['steps'])})")
+    achieved = flops["step"] / step / 1e9
+    print(f"{'denoise / step':<16} {step:>10.2f}   (steps: {', '.join(f'{s:.2f}' for s in r['steps'])}; "
+          f"{achieved:,.0f} GFLOP/s = {achieved / reference:.2f} x the matmul)")  # fmt: skip
     print(f"{'vae_decode':<16} {r['vae_decode']:>10.2f}")
     how = "coarse-to-fine" if args.hierarchical else "dense"
     print(f"{'grid':<16} {r['grid']:>10.2f}   ({args.grid}^3 {how}, {r['grid_points']} points, "
-          f"{1 / per_point:,.0f} points/s)")  # fmt: skip
-    print(f"{'marching_cubes':<16} {r['marching_cubes']:>10.2f}   (vertices: {r['vertices']})")
+          f"{1 / per_point:,.0f} points/s; {flops['point'] / per_point / 1e9:,.0f} GFLOP/s)")  # fmt: skip
+    print(f"{'marching_cubes':<16} {r['marching_cubes']:>10.2f}   ({r[f'vertices_{args.grid}']} vertices; at 128: "
+          f"{r['marching_cubes_128']:.2f} s, {r['vertices_128']} vertices)")  # fmt: skip
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB")
-    fixed = r["preprocess"] + r["encode"] + r["vae_decode"]
+    quiet = {"float32": 170.0, "bfloat16": 2000.0}[args.dtype]  # this project's 2-core CPU when idle (COMMON)
+    real = triposg_flops(model, 2048)  # the released size / the timed one (--tokens)
+    quiet_step = step * real["step"] / flops["step"] * reference / quiet
+    quiet_point = per_point * real["point"] / flops["point"] * reference / quiet
+    print(f"scaled to a quiet machine (matmul {quiet:,.0f} GFLOP/s, the efficiencies above) at the released size "
+          f"(2048 tokens): a step {quiet_step:,.1f} s, a grid point {quiet_point * 1e6:,.1f} us")  # fmt: skip
     for res in (128, 256):
-        dense = (res + 1) ** 3 * per_point
-        print(f"estimate, 50 steps, grid {res}: {fixed + 50 * step + dense:,.0f} s with a dense grid "
-              f"({50 * step:,.0f} s sampling + {dense:,.0f} s grid); a coarse-to-fine grid decodes a fraction "
-              "of the points")  # fmt: skip
+        grid_s = (res + 1) ** 3 * quiet_point
+        print(f"  50 steps {50 * quiet_step:,.0f} s + dense grid {res}: {grid_s:,.0f} s "
+              "(coarse-to-fine decodes a fraction of its points)")  # fmt: skip
+    r["quiet_step_s"], r["quiet_point_us"] = quiet_step, quiet_point * 1e6
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "ours": r, "load": load}
     if args.official:
         rows = compare_official(official_triposg(args.official, args.official_shims, model), model, args)
