@@ -165,3 +165,15 @@ def test_settings_card_and_estimates():
     turbo, mini = Hunyuan3DSettings(), Hunyuan3DSettings(variant="mini")
     assert method.estimate_seconds(mini, gpu=False) > method.estimate_seconds(turbo, gpu=False)
     assert method.checkpoints(method.default_settings("text"))[1] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+@torch.no_grad()
+def test_bfloat16_keeps_float32_query_coordinates(tiny_root):
+    """A bfloat16 model still tells apart points closer than bfloat16's step near 1 (1/128): the Fourier features
+    are computed from float32 coordinates before the cast (here 0.700 and 0.701, one bfloat16 value)."""
+    model = checkpoints.load_model(str(tiny_root), "turbo", "cpu", torch.bfloat16)
+    query = pipeline.field_query(model, pipeline.initial_latents(model, 0))
+    points = torch.tensor([[0.700, 0.1, 0.2], [0.701, 0.1, 0.2]])
+    assert points.to(torch.bfloat16)[0, 0] == points.to(torch.bfloat16)[1, 0]  # the same in bfloat16
+    logits = query(points)
+    assert logits.dtype == torch.float32 and logits[0] != logits[1]

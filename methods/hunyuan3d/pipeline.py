@@ -129,7 +129,9 @@ def field_query(model: Hunyuan3D, latents: torch.Tensor) -> Callable[[torch.Tens
 
     @torch.inference_mode()
     def query(points: torch.Tensor) -> torch.Tensor:
-        return model.vae.geo_decoder.query(points[None].to(device, dtype), kv).reshape(-1).float()
+        # float32 points: the Fourier features (up to 2^7 x) are computed before the cast to the model's dtype
+        # (bfloat16 coordinates would snap to steps of ~1/128, the spacing of a 256 grid)
+        return model.vae.geo_decoder.query(points[None].to(device, torch.float32), kv).reshape(-1).float()
 
     return query
 
