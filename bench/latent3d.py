@@ -200,7 +200,7 @@ def official_triposg(src: Path, shims: Path, ours):
         vae = TripoSGVAEModel(**strip(REAL_VAE))
     dit.load_state_dict(ours.dit.state_dict(), strict=True, assign=True)
     vae.load_state_dict(ours.vae.state_dict(), strict=True, assign=True)
-    vae.embedder.frequencies = ours.vae.embedder.frequencies.clone()
+    vae.embedder.frequencies = ours.vae.embedder.frequencies.to(ours.dtype)  # as pipe.to(dtype) casts buffers
     return dit.eval(), vae.eval()
 
 
@@ -248,8 +248,10 @@ def compare_official(official, ours, args) -> list[tuple[str, float, float]]:
         return decode_points(pipeline.field_query(ours, latents), points, args.chunk_size)
 
     rows = []
-    for name, off, mine in (("encode", official_encode, ours_encode), ("denoise step", official_step, ours_step),
-                            (f"vae decode {args.points} pts", official_vae, ours_vae)):  # fmt: skip
+    stages = {"encode": ("encode", official_encode, ours_encode), "step": ("denoise step", official_step, ours_step),
+              "vae": (f"vae decode {args.points} pts", official_vae, ours_vae)}  # fmt: skip
+    for key in args.official_stages.split(","):
+        name, off, mine = stages[key]
         t_off, t_ours = [], []
         for _ in range(args.repeats):
             for fn, store in ((off, t_off), (mine, t_ours)):
@@ -257,6 +259,7 @@ def compare_official(official, ours, args) -> list[tuple[str, float, float]]:
                 fn()
                 store.append(time.perf_counter() - start)
         rows.append((name, statistics.median(t_off), statistics.median(t_ours)))
+        print(f"  {name}: official {rows[-1][1]:.2f} s, ours {rows[-1][2]:.2f} s", flush=True)
     return rows
 
 
@@ -304,6 +307,7 @@ def main() -> None:
         "--official-shims", type=Path, default=ROOT.parent / "shared" / "fixtures" / "triposg" / "shims"
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--official-stages", default="encode,step,vae", help="which stages to compare")
     parser.add_argument("--points", type=int, default=32768, help="query points of the official VAE comparison")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
@@ -354,6 +358,7 @@ def main() -> None:
     r["quiet_step_s"], r["quiet_point_us"] = quiet_step, quiet_point * 1e6
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "ours": r, "load": load}
     if args.official:
+        print("\nofficial vs ours (alternating):", flush=True)
         rows = compare_official(official_triposg(args.official, args.official_shims, model), model, args)
         print(f"\nofficial vs ours, same tensors, medians of {args.repeats} alternating runs")
         print(f"{'stage':<28} {'official s':>11} {'ours s':>8} {'ours/official':>14}")
