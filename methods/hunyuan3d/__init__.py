@@ -146,8 +146,10 @@ class Hunyuan3DMethod(Method):
     requires = ("torch", "transformers", "skimage", "safetensors", "yaml")
     needs_gpu = False
     seconds_gpu = 5.0
-    # 2 CPU cores, turbo (5 steps), grid 256 coarse-to-fine, bfloat16: see bench/hunyuan3d.py and README
-    seconds_cpu = 120.0
+    # 2 CPU cores, turbo (5 steps), grid 256 coarse-to-fine, float32 (the CPU default): bench/hunyuan3d.py measured
+    # ~47 CPU s for encode + VAE, ~19 per DiT call and ~305 us per grid point (1.4-3.9 M points at 256); bfloat16
+    # is 1.4-1.8x faster there. See README.
+    seconds_cpu = 425.0
     vram_gb = 6.0
     version = "1"
     cache_results = True
@@ -170,8 +172,8 @@ class Hunyuan3DMethod(Method):
         res = getattr(settings, "grid_resolution", 256) / 256
         if gpu:
             base = 1.0 + 0.1 * evals + 3.0 * res**3
-        else:
-            base = 10.0 + 3.0 * evals + 0.6 * self.seconds_cpu * res**2
+        else:  # encode + VAE, the DiT calls, the grid's near-surface shell (~res^2)
+            base = 25.0 + 10.0 * evals + 350.0 * res**2
         if isinstance(settings, Hunyuan3DTextSettings):
             base += (0.05 if gpu else 4.0) * settings.image_steps
         return base
