@@ -235,6 +235,7 @@ def reconstruct(pixels: np.ndarray, settings: Any, seconds: dict[str, float], no
         f"Hunyuan3D-2mini {settings.variant}: {steps} steps, guidance {guidance:g}, grid {res} ({how}), "
         f"{str(dtype).removeprefix('torch.')} on {device}"
     )
+    notes.append("mesh: the official frame kept (+Y up, the object standing on the XZ plane), faces outward")
     notes.append(f"licence of the weights: {LICENCE}")
     return Asset(mesh=Mesh(vertices, faces), up="+Y", notes=notes, stage_seconds=seconds, views={})
 
