@@ -26,6 +26,7 @@ DEFAULT_CHECKPOINT = "tencent/Hunyuan3D-2mini"
 IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion TripoSR's text path loads
 VARIANTS = ("mini", "fast", "turbo")
 DEFAULT_STEPS = {"mini": 30, "fast": 10, "turbo": 5}  # the official Gradio app's
+GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
 LICENCE_ID = "tencent-hunyuan-3d-2.0-community"
 LICENCE_TERMS = (
     "Tencent Hunyuan 3D 2.0 Community License — not licensed in the European Union, the United Kingdom or South "
@@ -62,9 +63,10 @@ class Hunyuan3DSettings(Settings):
         step=0.5,
     )
     grid_resolution: int = setting(
-        256,
+        GPU_RESOLUTION,
         label="Grid resolution",
-        help="Cells per side of the occupancy grid before marching cubes (the official app's 256).",
+        help="Cells per side of the occupancy grid before marching cubes (the official app's 256; 128 by default "
+        "on a CPU, where the grid's decoder dominates the time).",
         min=16,
         max=512,
         step=16,
@@ -146,17 +148,22 @@ class Hunyuan3DMethod(Method):
     requires = ("torch", "transformers", "skimage", "safetensors", "yaml")
     needs_gpu = False
     seconds_gpu = 5.0
-    # 2 CPU cores, turbo (5 steps), grid 256 coarse-to-fine, float32 (the CPU default): bench/hunyuan3d.py measured
-    # ~47 CPU s for encode + VAE, ~19 per DiT call and ~305 us per grid point (1.4-3.9 M points at 256); bfloat16
-    # is 1.4-1.8x faster there. See README.
-    seconds_cpu = 425.0
+    # 2 CPU cores, turbo (5 steps), grid 128 coarse-to-fine, float32 (the CPU defaults): bench/hunyuan3d.py measured
+    # ~47 CPU s for encode + VAE, ~19 per DiT call and ~305 us per grid point (0.5-0.8 M points at 128, 1.4-3.9 M
+    # at 256); bfloat16 is 1.4-1.8x faster there. See README.
+    seconds_cpu = 160.0
     vram_gb = 6.0
     version = "1"
     cache_results = True
     Settings: ClassVar[type[Settings]] = Hunyuan3DSettings
 
     def default_settings(self, modality: str) -> Settings:
-        return Hunyuan3DTextSettings() if modality == "text" else Hunyuan3DSettings()
+        from methods import runtime
+
+        res = GPU_RESOLUTION if runtime.gpu_present() else CPU_RESOLUTION
+        if modality == "text":
+            return Hunyuan3DTextSettings(grid_resolution=res)
+        return Hunyuan3DSettings(grid_resolution=res)
 
     def checkpoints(self, settings: Settings) -> list[str]:
         names = [settings.checkpoint]
@@ -169,7 +176,7 @@ class Hunyuan3DMethod(Method):
         variant = getattr(settings, "variant", "turbo")
         steps = settings.resolved_steps() if isinstance(settings, Hunyuan3DSettings) else 5
         evals = steps * (2 if variant == "mini" and getattr(settings, "guidance_scale", 5.0) > 1 else 1)
-        res = getattr(settings, "grid_resolution", 256) / 256
+        res = getattr(settings, "grid_resolution", GPU_RESOLUTION) / GPU_RESOLUTION
         if gpu:
             base = 1.0 + 0.1 * evals + 3.0 * res**3
         else:  # encode + VAE, the DiT calls, the grid's near-surface shell (~res^2)
