@@ -20,6 +20,7 @@ from methods.registry import register
 DEFAULT_CHECKPOINT = "VAST-AI/TripoSG"
 IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion TripoSR's text path loads
 GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
+CPU_STEP_S, CPU_GRID_128_S, CPU_FIXED_S = 126.0, 250.0, 60.0  # float32 on the 2-core CPU (bench/latent3d.py)
 
 
 @dataclass(kw_only=True)
@@ -116,9 +117,11 @@ class TripoSGMethod(Method):
     requires = ("torch", "transformers", "skimage", "safetensors")
     needs_gpu = False
     seconds_gpu = 15.0
-    # 2 CPU cores, bfloat16, 50 steps, grid 128 coarse-to-fine: see bench/latent3d.py and README (the DiT's
-    # 50 guided steps over 2048 tokens dominate); float32 is several times slower
-    seconds_cpu = 1800.0
+    # 2-core CPU, float32 (the CPU default today), 50 steps, grid 128 coarse-to-fine: bench/latent3d.py measures
+    # ~0.63 of the machine's matmul throughput per step; at the quiet machine's 170 GFLOP/s that is ~126 s a
+    # step (1.3e13 FLOP, CFG batch of 2 x 2049 tokens through 1.44B parameters), ~350 us a grid point: about
+    # 6,600 s. In bfloat16 (AMX: ~2,000 GFLOP/s) ~10.5 s a step, 22 us a point: about 600 s.
+    seconds_cpu = 6600.0
     vram_gb = 10.0
     version = "1"
     cache_results = True
@@ -139,13 +142,16 @@ class TripoSGMethod(Method):
         return names
 
     def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
-        """Steps dominate (linear); the grid adds a term cubic in the resolution; text adds the image model."""
-        steps = getattr(settings, "steps", 50) / 50
+        """Steps (linear) + the grid (cubic in the resolution) + fixed; text adds the image model (float32 CPU)."""
+        steps = getattr(settings, "steps", 50)
         res = getattr(settings, "grid_resolution", CPU_RESOLUTION)
         if gpu:
-            base = 10.0 * steps + 5.0 * (res / GPU_RESOLUTION) ** 3
+            base = 0.2 * steps + 5.0 * (res / GPU_RESOLUTION) ** 3
         else:
-            base = 0.9 * self.seconds_cpu * steps + 0.1 * self.seconds_cpu * (res / CPU_RESOLUTION) ** 3
+            grid = CPU_GRID_128_S * (res / CPU_RESOLUTION) ** 3
+            if not getattr(settings, "hierarchical", True):
+                grid *= 3.0  # a coarse-to-fine grid decodes about a third of the points at 128
+            base = CPU_FIXED_S + CPU_STEP_S * steps + grid
         if isinstance(settings, TripoSGTextSettings):
             base += (0.05 if gpu else 4.0) * settings.image_steps
         return base
