@@ -316,6 +316,19 @@ def test_bfloat16_runs_and_stays_close_to_float32(tiny_triposg):
     torch.testing.assert_close(out["bf16"][1], out["f32"][1], atol=0.1, rtol=0.05)
 
 
+def test_bfloat16_field_keeps_float32_coordinates(tiny_triposg):
+    """bfloat16 coordinates in [0.5, 1) are 2**-8 apart (half a cell of a 512 grid): the features stay float32."""
+    model = checkpoints.load_model(str(tiny_triposg), "cpu", torch.bfloat16)
+    latents = pipeline.initial_latents(model, 0, TINY_TOKENS)
+    x = torch.tensor([0.9600, 0.9610, 0.9620])
+    assert len(set(x.to(torch.bfloat16).tolist())) == 1  # one bfloat16 value for the three
+    points = torch.stack([x, torch.full_like(x, 0.3), torch.full_like(x, -0.2)], dim=-1)
+    query = pipeline.field_query(model, latents)
+    logits = query(points)
+    snapped = query(points.to(torch.bfloat16).float())  # what casting the points to the model's dtype gives
+    assert torch.isfinite(logits).all() and len(set(snapped.tolist())) == 1 and len(set(logits.tolist())) > 1
+
+
 # ----------------------------------------------------------------------------- text -> image -> TripoSG
 
 

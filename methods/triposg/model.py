@@ -250,7 +250,7 @@ class FrequencyEmbedding(nn.Module):
         self.out_dim = 3 * (2 * num_freqs + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        emb = (x[..., None] * self.frequencies.to(x.dtype)).reshape(*x.shape[:-1], -1)
+        emb = (x[..., None] * self.frequencies.to(x.dtype)).reshape(*x.shape[:-1], -1)  # in x's dtype
         return torch.cat([x, emb.sin(), emb.cos()], dim=-1)
 
 
@@ -316,7 +316,9 @@ class TripoSGVAE(nn.Module):
     def logits(self, kv: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """(B, P, 3) world points -> (B, P, 1) logits, positive inside (the official output times -1)."""
         dec = self.decoder
-        q = dec.proj_query(self.embedder(points.to(kv.dtype)))
+        # the Fourier features in float32: bfloat16 coordinates would snap to steps of 2**-7 near 1, the spacing
+        # of a 256 grid (the official code casts the points to the model's dtype first; equal in float32)
+        q = dec.proj_query(self.embedder(points.float()).to(kv.dtype))
         h = dec.blocks[-1](q, kv)
         return -dec.proj_out(dec.norm_out(h))
 
