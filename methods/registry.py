@@ -23,6 +23,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "methods.splats.method",
     "methods.families",
     "methods.triposr",
+    "methods.triposg",
+    "methods.hunyuan3d",
 )
 
 _REGISTRY: dict[str, type[Method]] = {}

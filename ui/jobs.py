@@ -301,6 +301,7 @@ def _plan_run(method_id: str, inputs: Inputs, overrides: dict[str, Any]) -> Plan
     except MethodError as exc:
         return PlannedRun(method_id, method_id, error=str(exc))
     try:
+        public.check_licence(method)
         public.check_path_settings(method_id, overrides, method.default_settings(inputs.modality))
         method, resolved = prepare(method_id, inputs, overrides)
         resolved = public.limit_settings(method_id, resolved, method.default_settings(inputs.modality))

@@ -14,6 +14,9 @@
   its next step and the slot released (:mod:`ui.jobs`).
 - Locked settings: settings that name files or folders (``checkpoint`` ...) keep their defaults, so no
   request makes the server open a path a visitor chose, and no answer tells whether such a path exists.
+- Licences: a method whose weights carry a licence a host must accept (its spec's ``licence_id``, e.g.
+  Hunyuan3D-2mini's ``tencent-hunyuan-3d-2.0-community``) is off until the operator lists that id in
+  TRILEMMA_ACCEPT_LICENSES (comma-separated): :func:`check_licence`.
 - Admission: :func:`admit` makes the validator of every GPU event: a session may have
   TRILEMMA_JOBS_PER_SESSION jobs (default 1), a client address TRILEMMA_JOBS_PER_CONNECTION (default 3)
   and the server TRILEMMA_GPU_QUEUE (default 20) waiting or running; :func:`police` gives every other
@@ -39,7 +42,7 @@ from typing import Any
 
 import gradio as gr
 
-from methods.base import InvalidSettings, Settings
+from methods.base import InvalidSettings, MethodUnavailable, Settings
 from ui import hosting
 
 CEILINGS: dict[str, dict[str, float]] = {
@@ -73,6 +76,7 @@ CEILINGS: dict[str, dict[str, float]] = {
         "init_points": 20000,
         "views_per_step": 4,
     },
+    "hunyuan3d-2mini": {"steps": 50, "grid_resolution": 384, "chunk_size": 65536},
 }
 # Settings whose value scales time or memory; without a CEILINGS entry, the default is the ceiling.
 COST_SETTINGS = (
@@ -185,6 +189,24 @@ def limit_settings(method_id: str, settings: Settings, defaults: Settings) -> Se
                 "run the app on your own machine for more"
             )
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def accepted_licences() -> set[str]:
+    raw = os.environ.get("TRILEMMA_ACCEPT_LICENSES", "")
+    return {part.strip().lower() for part in raw.replace(";", ",").split(",") if part.strip()}
+
+
+def check_licence(method: Any) -> None:
+    """Refuse, on a shared host, a method whose weights' licence the operator has not accepted (MethodUnavailable)."""
+    licence_id = getattr(method, "licence_id", "")
+    if not licence_id or not is_public() or licence_id.lower() in accepted_licences():
+        return
+    terms = getattr(method, "licence_terms", "") or method.licence
+    raise MethodUnavailable(
+        f"{method.id} is off on this public server: its weights are under a licence the server's operator has not "
+        f"accepted ({licence_id}: {terms}). The operator can turn it on by accepting that licence: "
+        f"TRILEMMA_ACCEPT_LICENSES={licence_id}. On your own machine it runs when you ask for it."
+    )
 
 
 # ----------------------------------------------------------------------------- admission

@@ -1,0 +1,205 @@
+"""Hunyuan3D-2mini (Tencent 2025): DINOv2-giant tokens -> a flow-matching MM-DiT over 512 shape latents -> a
+VAE occupancy decoder -> mesh.
+
+This module is the light spec (no torch import): the method's data and settings, registered as
+``hunyuan3d-2mini`` for image and text input (text: a text-to-image model first, as TripoSR). The
+implementation is ours, written from the official architecture's description (the official ``hy3dgen`` code is
+under Tencent's licence and is neither a dependency nor copied); it loads the released weights unchanged.
+Submodules, imported inside ``run``: ``config`` (the released ``config.yaml``), ``model`` (DiT, VAE,
+conditioner with the official parameter names), ``checkpoints`` (hub sub-folder or local folder, strict
+loading), ``schedule`` (the flow time grids, turbo's included), ``preprocess`` (cut-out, official recentring)
+and ``pipeline`` (the run). Shared with TripoSG: ``methods.latent3d``.
+
+The weights' licence is not ours to relax: :data:`LICENCE_ID` names it, and a public host serves the method
+only when its operator has accepted that licence (``TRILEMMA_ACCEPT_LICENSES``; see ``ui.public``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from methods.base import InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.registry import register
+
+DEFAULT_CHECKPOINT = "tencent/Hunyuan3D-2mini"
+IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion TripoSR's text path loads
+VARIANTS = ("mini", "fast", "turbo")
+DEFAULT_STEPS = {"mini": 30, "fast": 10, "turbo": 5}  # the official Gradio app's
+GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
+LICENCE_ID = "tencent-hunyuan-3d-2.0-community"
+LICENCE_TERMS = (
+    "Tencent Hunyuan 3D 2.0 Community License — not licensed in the European Union, the United Kingdom or South "
+    "Korea (no rights there, for the weights or their outputs); a separate licence from Tencent is needed above "
+    "1 million monthly active users; outputs may not be used to improve any other AI model; Tencent's Acceptable "
+    "Use Policy applies (e.g. label machine-made content)"
+)
+LICENCE = f"code: ours (MIT, as the project). Weights: {LICENCE_TERMS}."
+
+
+@dataclass(kw_only=True)
+class Hunyuan3DSettings(Settings):
+    variant: str = setting(
+        "turbo",
+        label="Variant",
+        help="mini (the standard model, guided sampling), fast (guidance distilled) or turbo (5-step distilled).",
+        choices=VARIANTS,
+    )
+    steps: int = setting(
+        0,
+        label="Steps",
+        help="Flow-matching steps; 0 takes the variant's default (mini 30, fast 10, turbo 5).",
+        min=0,
+        max=200,
+        step=1,
+    )
+    guidance_scale: float = setting(
+        5.0,
+        label="Guidance",
+        help="Guidance scale (official 5): classifier-free for mini (1 or less runs unguided), "
+        "an input of the network for fast / turbo.",
+        min=0.0,
+        max=30.0,
+        step=0.5,
+    )
+    grid_resolution: int = setting(
+        GPU_RESOLUTION,
+        label="Grid resolution",
+        help="Cells per side of the occupancy grid before marching cubes (the official app's 256; 128 by default "
+        "on a CPU, where the grid's decoder dominates the time).",
+        min=16,
+        max=512,
+        step=16,
+    )
+    hierarchical: bool = setting(
+        True,
+        label="Coarse-to-fine grid",
+        help="Decode a coarse grid first and only refine near the surface (ours; far fewer queries). "
+        "Off: every grid point is decoded (the official vanilla decoder).",
+        advanced=True,
+    )
+    chunk_size: int = setting(
+        16384,
+        label="Chunk size",
+        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
+        min=0,
+        max=2**22,
+        step=1024,
+        advanced=True,
+    )
+    checkpoint: str = setting(
+        DEFAULT_CHECKPOINT,
+        label="Hunyuan3D checkpoint",
+        help="Hugging Face repo id (the variant picks its sub-folder) or a local folder with config.yaml and "
+        "model.fp16.safetensors (or a root holding the variant's sub-folder).",
+        advanced=True,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.variant not in VARIANTS:
+            raise InvalidSettings(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        if not self.checkpoint.strip():
+            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+
+    def resolved_steps(self) -> int:
+        return int(self.steps) or DEFAULT_STEPS.get(self.variant, 30)
+
+
+@dataclass(kw_only=True)
+class Hunyuan3DTextSettings(Hunyuan3DSettings):
+    image_model: str = setting(
+        IMAGE_MODEL,
+        label="Text-to-image model",
+        help="The diffusers text-to-image pipeline that draws the object first (repo id or folder).",
+        advanced=True,
+    )
+    image_steps: int = setting(
+        30, label="Image steps", help="Denoising steps of the text-to-image model.", min=1, max=150, step=1
+    )
+    image_guidance: float = setting(
+        7.5, label="Image guidance", help="Classifier-free guidance of the text-to-image model.", min=0.0, max=30.0
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.image_model.strip():
+            raise InvalidSettings(f"image_model is empty; the default is {IMAGE_MODEL}")
+
+
+@register
+class Hunyuan3DMethod(Method):
+    id = "hunyuan3d-2mini"
+    label = "Hunyuan3D-2mini"
+    modalities = ("image", "text")
+    family = "3D-latent flow model (DINOv2 -> MM-DiT over shape latents -> occupancy VAE)"
+    representation = "occupancy VAE latents (512 x 64)"
+    output = "mesh"
+    paper = (
+        "Hunyuan3D 2.0: Scaling Diffusion Models for High Resolution Textured 3D Assets Generation "
+        "(Tencent Hunyuan3D team, 2025)"
+    )
+    paper_url = "https://arxiv.org/abs/2501.12202"
+    licence = LICENCE
+    licence_terms = LICENCE_TERMS
+    licence_id = LICENCE_ID  # a public host serves the method only once its operator accepts this licence
+    weights = (DEFAULT_CHECKPOINT,)
+    weights_gb = 3.8  # each variant's model.fp16.safetensors (DiT 0.56 B, VAE 0.21 B, DINOv2-giant 1.14 B)
+    requires = ("torch", "transformers", "skimage", "safetensors", "yaml")
+    needs_gpu = False
+    seconds_gpu = 5.0
+    # 2 CPU cores, turbo (5 steps), grid 128 coarse-to-fine, float32 (the CPU defaults): bench/hunyuan3d.py measured
+    # ~47 CPU s for encode + VAE, ~19 per DiT call and ~305 us per grid point (0.5-0.8 M points at 128, 1.4-3.9 M
+    # at 256); bfloat16 is 1.4-1.8x faster there. See README.
+    seconds_cpu = 160.0
+    vram_gb = 6.0
+    version = "1"
+    cache_results = True
+    Settings: ClassVar[type[Settings]] = Hunyuan3DSettings
+
+    def default_settings(self, modality: str) -> Settings:
+        from methods import runtime
+
+        res = GPU_RESOLUTION if runtime.gpu_present() else CPU_RESOLUTION
+        if modality == "text":
+            return Hunyuan3DTextSettings(grid_resolution=res)
+        return Hunyuan3DSettings(grid_resolution=res)
+
+    def checkpoints(self, settings: Settings) -> list[str]:
+        names = [settings.checkpoint]
+        if isinstance(settings, Hunyuan3DTextSettings):
+            names.append(settings.image_model)
+        return names
+
+    def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
+        """Steps (guided mini steps count twice) plus a grid term; text adds the image model."""
+        variant = getattr(settings, "variant", "turbo")
+        steps = settings.resolved_steps() if isinstance(settings, Hunyuan3DSettings) else 5
+        evals = steps * (2 if variant == "mini" and getattr(settings, "guidance_scale", 5.0) > 1 else 1)
+        res = getattr(settings, "grid_resolution", GPU_RESOLUTION) / GPU_RESOLUTION
+        if gpu:
+            base = 1.0 + 0.1 * evals + 3.0 * res**3
+        else:  # encode + VAE, the DiT calls, the grid's near-surface shell (~res^2)
+            base = 25.0 + 10.0 * evals + 350.0 * res**2
+        if isinstance(settings, Hunyuan3DTextSettings):
+            base += (0.05 if gpu else 4.0) * settings.image_steps
+        return base
+
+    def run(self, inputs, settings: Settings) -> RunGenerator:
+        from methods.hunyuan3d import pipeline
+
+        asset = yield from pipeline.run(inputs, settings)
+        return asset
+
+
+__all__ = [
+    "Hunyuan3DMethod",
+    "Hunyuan3DSettings",
+    "Hunyuan3DTextSettings",
+    "DEFAULT_CHECKPOINT",
+    "IMAGE_MODEL",
+    "LICENCE",
+    "LICENCE_ID",
+    "LICENCE_TERMS",
+    "VARIANTS",
+]

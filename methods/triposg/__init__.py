@@ -1,0 +1,166 @@
+"""TripoSG (Li et al. 2025): DINOv2 tokens -> a rectified-flow DiT over 2048 shape latents -> an SDF VAE -> mesh.
+
+This module is the light spec (no torch import): the method's data and settings, registered as ``triposg``
+for image and text input (text: a text-to-image model first, as TripoSR). The implementation is in the
+submodules, imported inside ``run``: ``model`` (the DiT and the VAE with the official parameter names),
+``checkpoints`` (the diffusers-style folder of ``VAST-AI/TripoSG``, hub or local, strict loading),
+``preprocess`` (cut-out, white background, 10% padding) and ``pipeline`` (the run). The pieces it shares with
+the other 3D-latent models (DINOv2 conditioner, flow sampler, grid decode, marching cubes) are
+``methods.latent3d``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from methods.base import InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.registry import register
+
+DEFAULT_CHECKPOINT = "VAST-AI/TripoSG"
+IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion TripoSR's text path loads
+GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
+CPU_STEP_S, CPU_GRID_128_S, CPU_FIXED_S = 126.0, 250.0, 60.0  # float32 on the 2-core CPU (bench/latent3d.py)
+
+
+@dataclass(kw_only=True)
+class TripoSGSettings(Settings):
+    steps: int = setting(50, label="Steps", help="Flow-matching steps (official 50).", min=1, max=200, step=1)
+    guidance_scale: float = setting(
+        7.0,
+        label="Guidance",
+        help="Classifier-free guidance scale (official 7; 1 or less runs without guidance).",
+        min=0.0,
+        max=30.0,
+        step=0.5,
+    )
+    grid_resolution: int = setting(
+        GPU_RESOLUTION,
+        label="Grid resolution",
+        help="Cells per side of the field grid before marching cubes (256 on a GPU, 128 on a CPU by default).",
+        min=16,
+        max=512,
+        step=16,
+    )
+    hierarchical: bool = setting(
+        True,
+        label="Coarse-to-fine grid",
+        help="Decode a coarse grid first and only refine near the surface (ours; far fewer queries). "
+        "Off: every grid point is decoded.",
+        advanced=True,
+    )
+    chunk_size: int = setting(
+        32768,
+        label="Chunk size",
+        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
+        min=0,
+        max=2**22,
+        step=1024,
+        advanced=True,
+    )
+    num_tokens: int = setting(
+        2048,
+        label="Latent tokens",
+        help="Shape latent tokens (the released model is trained with 2048).",
+        min=16,
+        max=4096,
+        step=16,
+        advanced=True,
+    )
+    checkpoint: str = setting(
+        DEFAULT_CHECKPOINT,
+        label="TripoSG checkpoint",
+        help="Hugging Face repo id or a local folder of the same layout (model_index.json and its component folders).",
+        advanced=True,
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.checkpoint.strip():
+            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+
+
+@dataclass(kw_only=True)
+class TripoSGTextSettings(TripoSGSettings):
+    image_model: str = setting(
+        IMAGE_MODEL,
+        label="Text-to-image model",
+        help="The diffusers text-to-image pipeline that draws the object first (repo id or folder).",
+        advanced=True,
+    )
+    image_steps: int = setting(
+        30, label="Image steps", help="Denoising steps of the text-to-image model.", min=1, max=150, step=1
+    )
+    image_guidance: float = setting(
+        7.5, label="Image guidance", help="Classifier-free guidance of the text-to-image model.", min=0.0, max=30.0
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.image_model.strip():
+            raise InvalidSettings(f"image_model is empty; the default is {IMAGE_MODEL}")
+
+
+@register
+class TripoSGMethod(Method):
+    id = "triposg"
+    label = "TripoSG"
+    modalities = ("image", "text")
+    family = "3D-latent flow model (DINOv2 -> DiT over shape latents -> SDF VAE)"
+    representation = "SDF VAE latents (2048 x 64)"
+    output = "mesh"
+    paper = "TripoSG: High-Fidelity 3D Shape Synthesis using Large-Scale Rectified Flow Models (Li et al., 2025)"
+    paper_url = "https://arxiv.org/abs/2502.06608"
+    licence = "MIT (code and weights)"
+    weights = (DEFAULT_CHECKPOINT,)
+    weights_gb = 7.9  # float32 files: DiT 5.76 GB, VAE 0.97 GB, DINOv2-L 1.22 GB
+    requires = ("torch", "transformers", "skimage", "safetensors")
+    needs_gpu = False
+    seconds_gpu = 15.0
+    # 2-core CPU, float32 (the CPU default today), 50 steps, grid 128 coarse-to-fine: bench/latent3d.py measures
+    # ~0.63 of the machine's matmul throughput per step; at the quiet machine's 170 GFLOP/s that is ~126 s a
+    # step (1.3e13 FLOP, CFG batch of 2 x 2049 tokens through 1.44B parameters), ~350 us a grid point: about
+    # 6,600 s. In bfloat16 (AMX: ~2,000 GFLOP/s) ~10.5 s a step, 22 us a point: about 600 s.
+    seconds_cpu = 6600.0
+    vram_gb = 10.0
+    version = "1"
+    cache_results = True
+    Settings: ClassVar[type[Settings]] = TripoSGSettings
+
+    def default_settings(self, modality: str) -> Settings:
+        from methods import runtime
+
+        res = GPU_RESOLUTION if runtime.gpu_present() else CPU_RESOLUTION
+        if modality == "text":
+            return TripoSGTextSettings(grid_resolution=res)
+        return TripoSGSettings(grid_resolution=res)
+
+    def checkpoints(self, settings: Settings) -> list[str]:
+        names = [settings.checkpoint]
+        if isinstance(settings, TripoSGTextSettings):
+            names.append(settings.image_model)
+        return names
+
+    def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
+        """Steps (linear) + the grid (cubic in the resolution) + fixed; text adds the image model (float32 CPU)."""
+        steps = getattr(settings, "steps", 50)
+        res = getattr(settings, "grid_resolution", CPU_RESOLUTION)
+        if gpu:
+            base = 0.2 * steps + 5.0 * (res / GPU_RESOLUTION) ** 3
+        else:
+            grid = CPU_GRID_128_S * (res / CPU_RESOLUTION) ** 3
+            if not getattr(settings, "hierarchical", True):
+                grid *= 3.0  # a coarse-to-fine grid decodes about a third of the points at 128
+            base = CPU_FIXED_S + CPU_STEP_S * steps + grid
+        if isinstance(settings, TripoSGTextSettings):
+            base += (0.05 if gpu else 4.0) * settings.image_steps
+        return base
+
+    def run(self, inputs, settings: Settings) -> RunGenerator:
+        from methods.triposg import pipeline
+
+        asset = yield from pipeline.run(inputs, settings)
+        return asset
+
+
+__all__ = ["TripoSGMethod", "TripoSGSettings", "TripoSGTextSettings", "DEFAULT_CHECKPOINT", "IMAGE_MODEL"]
