@@ -39,6 +39,8 @@ SPEC_LOADS_PIPELINE = {  # (package spec, its pipeline): the spec imports it ins
     ("methods.point_e", "methods.point_e.pipeline"),
     ("methods.text_opt", "methods.text_opt.pipeline"),
     ("methods.triposr", "methods.triposr.pipeline"),
+    ("methods.triposg", "methods.triposg.pipeline"),
+    ("methods.hunyuan3d", "methods.hunyuan3d.pipeline"),
 }
 
 
