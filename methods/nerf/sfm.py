@@ -229,3 +229,103 @@ def _convert(models: dict, files: list[str], n: int, matcher: str, seconds: floa
         reprojection_error=error,
         diagnostics=diagnostics,
     )
+
+
+@dataclass
+class TriangulatedPoints:
+    points: np.ndarray  # (P, 3) world frame of the given poses
+    diagnostics: dict = field(default_factory=dict)
+
+
+def triangulate_known_poses(
+    images: np.ndarray,
+    cameras: Cameras,
+    *,
+    max_size: int = 1024,
+    threads: int = 2,
+    max_error_px: float = 2.0,
+) -> TriangulatedPoints:
+    """Sparse points from views whose poses are known: COLMAP features, exhaustive matching with geometric
+    verification, then triangulation with the poses and intrinsics held fixed (no pose estimation).
+
+    ``images`` (N, H, W, 3|4) uint8 seen by ``cameras`` (OpenGL camera-to-world, pinhole intrinsics in
+    pixels of these images). Returns the points with track length >= 2 and reprojection error below
+    ``max_error_px``; raises InvalidInput when nothing could be matched.
+    """
+    try:
+        import pycolmap
+    except ImportError:
+        raise MethodUnavailable("triangulating points needs pycolmap (pip install pycolmap)") from None
+    started = time.perf_counter()
+    n = len(images)
+    c2w_cv = opencv_to_opengl(cameras.c2w)  # the flip is its own inverse: OpenGL -> OpenCV axes
+    with tempfile.TemporaryDirectory(prefix="trilemma-tri-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "images").mkdir()
+        files = [f"{i:05d}.png" for i in range(n)]
+        for f, img in zip(files, images, strict=True):
+            Image.fromarray(np.ascontiguousarray(img[..., :3])).save(workdir / "images" / f, compress_level=1)
+        pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)
+        database = workdir / "database.db"
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.max_image_size = max_size
+        extraction.num_threads = threads
+        extraction.use_gpu = False
+        extraction.sift.max_num_features = 4096
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "PINHOLE"
+        pycolmap.extract_features(
+            database,
+            workdir / "images",
+            image_names=files,
+            camera_mode=pycolmap.CameraMode.PER_IMAGE,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=pycolmap.Device.cpu,
+        )
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = threads
+        matching.use_gpu = False
+        pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+        # the known cameras and poses, under the ids the database gave them
+        rec = pycolmap.Reconstruction()
+        index_of = {name: i for i, name in enumerate(files)}
+        with pycolmap.Database.open(database) as db:
+            for camera in db.read_all_cameras():
+                rec.add_camera(camera)
+            images_db = {img.image_id: img for img in db.read_all_images()}
+            for image in images_db.values():
+                i = index_of[image.name]
+                K = cameras.K[i]
+                camera = rec.camera(image.camera_id)
+                camera.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+                db.update_camera(camera)
+            for rig in db.read_all_rigs():
+                rec.add_rig(rig)
+            for frame in db.read_all_frames():
+                image = images_db[next(iter(frame.image_ids)).id]
+                w2c = np.linalg.inv(c2w_cv[index_of[image.name]])
+                frame.rig_from_world = pycolmap.Rigid3d(w2c[:3, :4])
+                rec.add_frame(frame)
+            for image in images_db.values():
+                rec.add_image(image)
+            for frame_id in list(rec.frames):
+                rec.register_frame(frame_id)
+        options = pycolmap.IncrementalPipelineOptions()
+        options.num_threads = threads
+        out = workdir / "sparse"
+        out.mkdir()
+        rec = pycolmap.triangulate_points(rec, database, workdir / "images", out, options=options)
+        points = np.array(
+            [p.xyz for p in rec.points3D.values() if p.error < max_error_px and p.track.length() >= 2],
+            dtype=np.float64,
+        ).reshape(-1, 3)
+        error = float(rec.compute_mean_reprojection_error()) if len(points) else float("nan")
+    if not len(points):
+        raise InvalidInput("no points could be triangulated from the known poses: the views share no features")
+    diagnostics = {
+        "points": len(points),
+        "reprojection_error_px": round(error, 3),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return TriangulatedPoints(points, diagnostics)

@@ -13,7 +13,7 @@ from methods.base import Inputs, Method, RunGenerator, Settings, setting
 from methods.nerf import eval_views_setting, matcher_setting, max_frames_setting, max_image_size_setting
 from methods.registry import register
 
-SPLAT_BACKGROUNDS = ("auto", "white", "black", "random")
+SPLAT_BACKGROUNDS = ("auto", "white", "black", "random", "border")
 SPLAT_BACKENDS = ("auto", "torch", "gsplat")
 
 
@@ -39,7 +39,8 @@ class SplatSettings(Settings):
     background: str = setting(
         "auto",
         label="Background",
-        help="auto: white for images with alpha, black for unmasked captures; random: a new colour each step.",
+        help="auto: white for images with alpha, else the frames' own border colour (a backdrop, or behind a real "
+        "capture's surroundings, which the splats model); random: a new colour each step.",
         choices=SPLAT_BACKGROUNDS,
     )
     backend: str = setting(
@@ -86,6 +87,15 @@ class SplatSettings(Settings):
     )
     opacity_reset_every: int = setting(
         3000, label="Opacity reset every (steps)", help="0 never resets.", min=0, max=100000, advanced=True
+    )
+    pairs_per_step: int = setting(
+        120000,
+        label="Work per step (pairs)",
+        help="On a CPU a step renders a crop of the view sized to about this many pixel-splat pairs "
+        "(the whole view while the splats are few); a GPU renders whole views.",
+        min=10000,
+        max=10000000,
+        advanced=True,
     )
     views_per_step: int = setting(
         1, label="Views per step", help="Training views rendered per optimiser step.", min=1, max=64, advanced=True
