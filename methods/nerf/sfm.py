@@ -62,17 +62,38 @@ def _distortion(camera) -> tuple[np.ndarray, np.ndarray, str]:
     return K, d, "opencv"
 
 
-def _run_colmap(workdir: Path, names: list[str], matcher: str, max_size: int, threads: int, seed: int, token):
+def _colmap_options(max_size: int, threads: int):
+    """SIFT extraction (at most ``max_size`` px, 4096 features) and matching options on the CPU; COLMAP's own
+    log quietened to errors (we report progress)."""
     import pycolmap
 
-    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)  # errors only: we report progress
-    database = workdir / "database.db"
-    image_dir = workdir / "images"
+    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = max_size
     extraction.num_threads = threads
     extraction.use_gpu = False
     extraction.sift.max_num_features = 4096
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = threads
+    matching.use_gpu = False
+    return extraction, matching
+
+
+def _write_frames(workdir: Path, images: np.ndarray) -> list[str]:
+    """The frames as PNGs in workdir/images (COLMAP reads files); their names, in order."""
+    (workdir / "images").mkdir()
+    files = [f"{i:05d}.png" for i in range(len(images))]
+    for f, img in zip(files, images, strict=True):
+        Image.fromarray(np.ascontiguousarray(img[..., :3])).save(workdir / "images" / f, compress_level=1)
+    return files
+
+
+def _run_colmap(workdir: Path, names: list[str], matcher: str, max_size: int, threads: int, seed: int, token):
+    import pycolmap
+
+    database = workdir / "database.db"
+    image_dir = workdir / "images"
+    extraction, matching = _colmap_options(max_size, threads)
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "SIMPLE_RADIAL"
     pycolmap.extract_features(
@@ -85,9 +106,6 @@ def _run_colmap(workdir: Path, names: list[str], matcher: str, max_size: int, th
         device=pycolmap.Device.cpu,
         cancellation_token=token,
     )
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = threads
-    matching.use_gpu = False
     if matcher == "sequential":
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = 10
@@ -146,10 +164,7 @@ def estimate_poses(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trilemma-sfm-") as tmp:
         workdir = Path(tmp)
-        (workdir / "images").mkdir()
-        files = [f"{i:05d}.png" for i in range(n)]
-        for f, img in zip(files, images, strict=True):
-            Image.fromarray(np.ascontiguousarray(img[..., :3])).save(workdir / "images" / f, compress_level=1)
+        files = _write_frames(workdir, images)
         import pycolmap
 
         token = pycolmap.CancellationToken()
@@ -257,21 +272,12 @@ def triangulate_known_poses(
     except ImportError:
         raise MethodUnavailable("triangulating points needs pycolmap (pip install pycolmap)") from None
     started = time.perf_counter()
-    n = len(images)
     c2w_cv = opencv_to_opengl(cameras.c2w)  # the flip is its own inverse: OpenGL -> OpenCV axes
     with tempfile.TemporaryDirectory(prefix="trilemma-tri-") as tmp:
         workdir = Path(tmp)
-        (workdir / "images").mkdir()
-        files = [f"{i:05d}.png" for i in range(n)]
-        for f, img in zip(files, images, strict=True):
-            Image.fromarray(np.ascontiguousarray(img[..., :3])).save(workdir / "images" / f, compress_level=1)
-        pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)
+        files = _write_frames(workdir, images)
         database = workdir / "database.db"
-        extraction = pycolmap.FeatureExtractionOptions()
-        extraction.max_image_size = max_size
-        extraction.num_threads = threads
-        extraction.use_gpu = False
-        extraction.sift.max_num_features = 4096
+        extraction, matching = _colmap_options(max_size, threads)
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = "PINHOLE"
         pycolmap.extract_features(
@@ -283,9 +289,6 @@ def triangulate_known_poses(
             extraction_options=extraction,
             device=pycolmap.Device.cpu,
         )
-        matching = pycolmap.FeatureMatchingOptions()
-        matching.num_threads = threads
-        matching.use_gpu = False
         pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
         # the known cameras and poses, under the ids the database gave them
         rec = pycolmap.Reconstruction()

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import Inputs, Method, RunGenerator, Settings, setting
-from methods.nerf import eval_views_setting, matcher_setting, max_frames_setting, max_image_size_setting
+from methods.base import Settings, setting
+from methods.nerf import (
+    PerSceneVideoMethod,
+    budget_seconds_setting,
+    eval_views_setting,
+    matcher_setting,
+    max_frames_setting,
+    max_image_size_setting,
+    max_steps_setting,
+)
 from methods.registry import register
 
 SPLAT_BACKGROUNDS = ("auto", "white", "black", "random", "border")
@@ -19,17 +27,8 @@ SPLAT_BACKENDS = ("auto", "torch", "gsplat")
 
 @dataclass(kw_only=True)
 class SplatSettings(Settings):
-    budget_seconds: float = setting(
-        0.0,
-        label="Training budget (s)",
-        help="Wall-clock seconds of training; 0 picks 60 s on a CPU and 120 s on a GPU.",
-        min=0,
-        max=3600,
-        step=5,
-    )
-    steps: int = setting(
-        30000, label="Max steps", help="Training stops at this many steps if the budget lasts.", min=1, max=1000000
-    )
+    budget_seconds: float = budget_seconds_setting()
+    steps: int = max_steps_setting(30000)
     sh_degree: int = setting(
         3, label="SH degree", help="View-dependent colour; the degree in use rises every 1,000 steps.", min=0, max=3
     )
@@ -114,30 +113,13 @@ class SplatSettings(Settings):
 
 
 @register
-class GaussianSplatting(Method):
+class GaussianSplatting(PerSceneVideoMethod):
     id = "gaussian-splatting"
     label = "3D Gaussian Splatting (video / multi-view)"
-    modalities = ("video",)
-    family = "per-scene radiance field"
     representation = "anisotropic 3D Gaussians with SH colour, rasterised"
     output = "splats+mesh"
     paper = "Kerbl et al., 3D Gaussian Splatting for Real-Time Radiance Field Rendering, SIGGRAPH 2023"
     paper_url = "https://arxiv.org/abs/2308.04079"
-    licence = "own implementation, no weights"
-    requires = ("torch", "skimage", "av", "pycolmap")
-    needs_gpu = False
-    seconds_gpu = 150.0
-    seconds_cpu = 120.0
-    vram_gb = 2.0
-    version = "1"
     Settings = SplatSettings
-
-    def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
-        budget = getattr(settings, "budget_seconds", 0.0) or (120.0 if gpu else 60.0)
-        return budget + (30.0 if gpu else 45.0)
-
-    def run(self, inputs: Inputs, settings: Settings) -> RunGenerator:
-        from methods.splats.pipeline import run_splats
-
-        asset = yield from run_splats(inputs, settings)
-        return asset
+    pipeline = "methods.splats.pipeline:run_splats"
+    overhead_seconds = (30.0, 45.0)
