@@ -1,7 +1,9 @@
 """Headless use: ``python -m methods list [--json]`` and ``python -m methods run ID ...``.
 
 ``list`` imports no torch. ``run`` writes DIR/asset.glb and DIR/run.json and prints the
-asset's path; on failure it prints one line and exits non-zero.
+asset's path; long runs (nerf, gaussian-splatting, ...) print a line on stderr as each stage starts
+(every progress line on a terminal or with ``--progress``; none with ``--quiet``). On failure it
+prints one line (after the stage lines of a long run) and exits non-zero.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 EXIT_FAILED = 1
+LONG_RUN_SECONDS = 30.0  # runs expected to take this long print a progress line per stage on stderr
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -57,6 +60,18 @@ def _inputs(args: argparse.Namespace):
     return Inputs(modality="video", video_path=str(path), name=path.name).validated()
 
 
+def _long_run(method_id: str) -> bool:
+    """The method takes long enough on this machine (its estimate) for stage lines to help."""
+    import methods
+    from methods import runtime
+
+    try:
+        method = methods.get(method_id)
+    except KeyError:  # an unknown id: execute says so in one line
+        return False
+    return method.estimate_seconds(method.Settings(), runtime.device().startswith("cuda")) >= LONG_RUN_SECONDS
+
+
 def _run(args: argparse.Namespace) -> int:
     from eval.runs.runner import execute
     from eval.runs.store import Store, StoreError
@@ -67,14 +82,19 @@ def _run(args: argparse.Namespace) -> int:
         settings = _parse_sets(args.set)
         settings["seed"] = str(args.seed)
         out = Path(args.out)
-        # progress only on a terminal, so that a failure's stderr stays one line for scripts
-        show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
+        # every progress line on a terminal (or with --progress); elsewhere a line per stage for long runs
+        # (nerf, splats, ...), none for quick ones, so that a quick failure's stderr stays one line for scripts
+        every_line = args.progress or sys.stderr.isatty()
+        stage_lines = not args.quiet and (every_line or _long_run(args.method))
         done = None
+        stage = None
         for event in execute(args.method, inputs, settings, store=Store(args.db) if args.db else None, out_dir=out):
-            if event.kind == "progress" and show_progress:
+            if event.kind == "progress" and stage_lines:
                 p = event.progress
-                frac = f" {p.fraction:4.0%}" if p.fraction is not None else ""
-                print(f"[{p.stage}{frac}] {p.message}", file=sys.stderr)
+                if every_line or p.stage != stage:
+                    frac = f" {p.fraction:4.0%}" if p.fraction is not None else ""
+                    print(f"[{p.stage}{frac}] {p.message}", file=sys.stderr, flush=True)
+                stage = p.stage
             elif event.kind == "done":
                 done = event
     except MethodUnavailable as exc:

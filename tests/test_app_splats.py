@@ -1,10 +1,10 @@
 """The Video tab compares ``nerf`` and ``gaussian-splatting`` on one input, through gradio_client.
 
-The bundled example views (assets/examples/turntable) are 8 unposed views: too few for a held-out
-split (it needs 16 frames, so both methods would trivially agree on 0), so this test renders its
-own textured orbit (24 views of the teapot with coloured noise that SfM can match) and uploads it
-as a video: both methods pose it with pycolmap, train briefly and are scored on the same held-out
-frames (0, 8, 16).
+This test renders its own textured orbit (24 views of the teapot with coloured noise that SfM can
+match) and uploads it as a video: both methods pose it with pycolmap, train briefly and are scored on
+the same held-out frames (0, 8, 16); the Runs tab then offers the splat files. (tests/test_examples.py
+runs both on the bundled turntable views.) A job driven as the tab drives it shows the training
+preview and moves its status on to meshing.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_video_tab_offers_both_methods_ticked():
     assert set(ticked) == {"nerf", "gaussian-splatting"} or len(ticked) == 2
 
 
-def test_nerf_and_splats_side_by_side_on_the_same_held_out_frames(app_client, orbit_video: Path):
+def test_nerf_and_splats_side_by_side_on_the_same_held_out_frames(app_client, app_server, orbit_video: Path):
     settings = {
         "nerf": {"budget_seconds": 600, "steps": 60, "resolution": 32, "mesh_resolution": 48, "threshold": 5.0},
         "gaussian-splatting": {"budget_seconds": 600, "steps": 60, "init_points": 1000, "mesh_resolution": 48},
@@ -70,3 +70,34 @@ def test_nerf_and_splats_side_by_side_on_the_same_held_out_frames(app_client, or
     assert frames["nerf"] == frames["gaussian-splatting"] == (3, "every-8th")
     names = {m["metric"] for m in report["metrics"] if m["method"] == "gaussian-splatting"}
     assert {"splats", "splat_opacity_histogram", "watertight", "points"} <= names
+
+    # the Runs tab offers the splats (.splat and the 3DGS .ply) beside the mesh and the record
+    from eval.runs.store import Store
+    from ui.runs import open_run
+
+    opened = open_run(Store(app_server.db), runs["gaussian-splatting"]["run_id"])
+    offered = {Path(f).name for f in opened.files}
+    assert {"asset.splat", "splats.ply", "asset.glb", "run.json"} <= offered
+    nerf_offered = {Path(f).name for f in open_run(Store(app_server.db), runs["nerf"]["run_id"]).files}
+    assert {"asset.glb", "run.json"} <= nerf_offered and not {"asset.splat", "splats.ply"} & nerf_offered
+
+
+def test_a_training_job_shows_its_preview_and_moves_on_to_meshing(app_server, orbit_video: Path):
+    """Driven as the Video tab drives it: while the splats train the slot carries a preview image (a served PNG),
+    the status names each stage as it starts (meshing included), and the preview is gone when it is done."""
+    from eval.runs.store import Store
+    from ui import jobs, served
+
+    settings = {"gaussian-splatting": {"budget_seconds": 600, "steps": 40, "init_points": 300, "mesh_resolution": 32}}
+    job = jobs.plan_job("video", [str(orbit_video)], ["gaussian-splatting"], 0, False, settings)
+    previews, stages = [], []
+    for state in jobs.run_job(job, Store(app_server.db)):
+        slot = state.slots[0]
+        if slot.state == "running":
+            stages.append(slot.stage)
+            if slot.preview:
+                assert Path(slot.preview).is_file() and served.SERVED.is_served(slot.preview)
+                previews.append(slot.preview)
+    assert previews and {"training", "mesh", "turntable"} <= set(stages)
+    assert stages.index("mesh") > stages.index("training")
+    assert slot.state == "done" and slot.preview is None and not any(Path(p).exists() for p in previews)

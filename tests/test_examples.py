@@ -134,6 +134,10 @@ def test_every_example_with_every_method_of_its_tab(modality, app_client, tiny_c
                 if run["status"] != "done":
                     failures.append(f"{run['method']} on {example!r}: {run['status']}: {run['error']}")
             assert all(Path(f).stat().st_size > 0 for f in files)
+            if modality == "video":  # nerf and splats are scored on the same held-out frames of the example
+                psnr = {m["method"]: m["settings"]["frames"] for m in report["metrics"] if m["metric"] == "psnr"}
+                video_methods = {"nerf", "gaussian-splatting"} & set(chosen)
+                assert set(psnr) >= video_methods and len({psnr[m] for m in video_methods}) == 1, psnr
     assert not failures, "\n".join(failures)
 
 

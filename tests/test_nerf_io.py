@@ -164,7 +164,7 @@ def test_zipped_transforms_scene_and_downscaling(tmp_path: Path):
     from PIL import Image
 
     from methods.base import Inputs
-    from methods.nerf.pipeline import open_input
+    from methods.nerf.scene_run import open_input
     from tests import nerf_scenes as ns
 
     vertices, faces = ns.cube(1.0)

@@ -68,3 +68,39 @@ def test_frames_without_overlap_fail_with_a_clear_message():
     noise = rng.integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
     with pytest.raises(InvalidInput, match="structure from motion (could not register|registered only)"):
         _drain(estimate_poses(noise, [f"n{i}" for i in range(6)], matcher="exhaustive"))
+
+
+def test_points_triangulated_from_known_poses_lie_on_the_surface(shared_data: Path):
+    """Known cameras held fixed: features, matches, triangulation; the points land on the teapot's surface, in the
+    frame of the given poses (no similarity to fit), and a pose that was not estimated cannot drift."""
+    from scipy.spatial import cKDTree
+
+    from methods.nerf.cameras import Cameras
+    from methods.nerf.sfm import triangulate_known_poses
+
+    path = shared_data / "meshes" / "utah_teapot_pytorch3d" / "teapot.obj"
+    if not path.is_file():
+        pytest.skip("the teapot mesh is not in the shared data")
+    vertices, faces = ns.load_mesh(path)
+    size, views = 128, 12
+    K = ns.camera_intrinsics(size, size, FOV)
+    poses = ns.ring_poses(views, DISTANCE, elevation_deg=25.0, wobble_deg=12.0)
+    images = ns.render_mesh(vertices, faces, ns.noise_shader(), poses, K, size, size, supersample=1,
+                            background=(0.5, 0.5, 0.5))  # fmt: skip
+    found = triangulate_known_poses(images, Cameras(poses, K, size, size), threads=1)
+    assert len(found.points) > 50 and found.diagnostics["points"] == len(found.points)
+    distance = cKDTree(ns.surface_samples(vertices, faces, n=200000)).query(found.points)[0]
+    print(f"{len(distance)} points, median {np.median(distance):.4f}, 90% {np.quantile(distance, 0.9):.4f}")
+    # the teapot's radius is 1: points within a hundredth of it, nearly all of them within a few hundredths
+    assert np.median(distance) < 0.01 and np.quantile(distance, 0.9) < 0.03
+    assert found.diagnostics["reprojection_error_px"] < 1.0
+
+
+def test_triangulation_without_shared_features_says_so():
+    from methods.nerf.cameras import Cameras
+    from methods.nerf.sfm import triangulate_known_poses
+
+    flat = np.full((4, 64, 64, 3), 128, np.uint8)  # nothing to detect
+    K = ns.camera_intrinsics(64, 64, FOV)
+    with pytest.raises(InvalidInput, match="no points could be triangulated"):
+        triangulate_known_poses(flat, Cameras(ns.ring_poses(4, DISTANCE), K, 64, 64), threads=1)

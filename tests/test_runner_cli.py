@@ -123,3 +123,27 @@ def test_cli_zero_byte_and_non_image_files(tmp_path: Path):
             "run", "test-sphere", "--image", str(path), "--out", str(tmp_path / "o"), "--db", str(tmp_path / "z.db")
         )
         assert proc.returncode == 2 and message in proc.stderr
+
+
+LATER_STAGES = ["evaluate", "mesh", "turntable"]
+
+
+@pytest.mark.parametrize(
+    ("method", "sets", "stages"),
+    [
+        ("nerf", ["resolution=32", "threshold=0.1", "steps=40"], ["input", "training", *LATER_STAGES]),
+        ("gaussian-splatting", ["init_points=200"], ["input", "points", "training", *LATER_STAGES]),
+    ],
+)
+def test_cli_says_what_a_long_run_is_doing_a_line_per_stage(tmp_path: Path, method: str, sets: list, stages: list):
+    """Not a terminal (stderr is a pipe): nerf and splats still print a line as each stage starts, in order, once."""
+    pytest.importorskip("pycolmap")
+    small = ["max_image_size=64", "steps=8", "eval_views=1", "mesh_resolution=32", *sets]  # a later steps= wins
+    args = [a for s in small for a in ("--set", s)]
+    proc = _cli("run", method, "--video", str(ROOT / "assets" / "examples" / "turntable"),
+                "--out", str(tmp_path / "o"), "--db", str(tmp_path / "c.db"), *args)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(tmp_path / "o" / "asset.glb")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    assert [line[1:].split("]")[0].split()[0] for line in lines] == stages
+    assert "21 training / 3 held-out views at 64x64" in next(x for x in lines if x.startswith("[training"))

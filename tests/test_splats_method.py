@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,71 @@ def test_bad_video_inputs_are_refused_as_nerf_refuses_them(cube_scene, tmp_path:
     for inputs in bad:
         nerf, splats = _first_error("nerf", inputs), _first_error("gaussian-splatting", inputs)
         assert nerf == splats and str(tmp_path) not in splats, (nerf, splats)
+
+
+@pytest.fixture(scope="module")
+def grey_backdrop_scene() -> Scene:
+    """A noise-textured cube on a uniform grey backdrop (no alpha), as the bundled turntable example is."""
+    size, views = 96, 16
+    vertices, faces = ns.cube(1.0)
+    K = ns.camera_intrinsics(size, size, 45.0)
+    poses = ns.ring_poses(views, 3.0)
+    images = ns.render_mesh(vertices, faces, ns.noise_shader(), poses, K, size, size, supersample=1,
+                            background=(0.5, 0.5, 0.5))  # fmt: skip
+    train, test = holdout_split(views)
+    names = [f"f{i}" for i in range(views)]
+    return Scene(images, Cameras(poses, K, size, size), names, train, test, "every-8th", "frames")
+
+
+@pytest.mark.parametrize("start", ["random", "huge"])
+def test_random_and_huge_starts_train_at_a_bounded_cost_per_step(grey_backdrop_scene, start):
+    """The pairs a step composites, counted: a random start (small splats) stays near the step's pair budget;
+    splats that start huge (each covering the view) are drawn in the smallest crop under the per-tile cap, at a
+    small fraction of the first (whole-view) step's pairs, and still train."""
+    import torch
+
+    from methods.splats.raster import TILE
+    from methods.splats.train import MIN_CROP, SplatConfig, SplatFitter
+
+    budget = 6000
+    config = SplatConfig(init="random", init_points=500, pairs_per_step=budget, lr_preset="short", seed=1)
+    fitter = SplatFitter(grey_backdrop_scene, config)
+    assert fitter.init_source == "random"
+    if start == "huge":
+        with torch.no_grad():
+            fitter.params["log_scales"].fill_(math.log(2.0))  # the scene is about 1 across
+    stats = [fitter.step(i, i / 100) for i in range(25)]
+    for s in stats:  # the rasteriser's cap on every step
+        tiles = math.ceil(s["crop"] / TILE) ** 2
+        assert s["pairs"] <= config.pairs_per_pixel * s["crop"] ** 2 + tiles * TILE * TILE
+    later = [s["pairs"] for s in stats[3:]]
+    if start == "random":
+        assert max(later) < 1.5 * budget
+    else:
+        assert stats[0]["crop"] == 96 and all(s["crop"] == MIN_CROP for s in stats[3:])
+        assert max(later) < stats[0]["pairs"] / 3
+        assert float((fitter.params["log_scales"] - math.log(2.0)).abs().mean()) > 0.01  # gradients reached them
+    fitter.close()
+
+
+def test_held_out_views_are_drawn_on_the_scenes_backdrop(grey_backdrop_scene):
+    """Unmasked frames on a uniform grey: training and held-out renders use that grey (from the frames' border),
+    so where no splat is, prediction and ground truth agree; on black they would differ by half the range."""
+    from methods.splats.train import SplatConfig, SplatFitter
+
+    def border_error(background: str) -> tuple[float, SplatFitter]:
+        fitter = SplatFitter(grey_backdrop_scene, SplatConfig(background=background, lr_preset="short", seed=2))
+        for i in range(20):
+            fitter.step(i, i / 100)
+        k = int(grey_backdrop_scene.test[0])
+        pred, gt = fitter.render(k), fitter.ground_truth(k)
+        ring = np.ones(pred.shape[:2], bool)
+        ring[4:-4, 4:-4] = False
+        return float(np.abs(pred - gt)[ring].mean()), fitter
+
+    error, fitter = border_error("auto")
+    assert fitter.background_mode == "border" and np.allclose(fitter.eval_background().numpy(), 0.5, atol=0.01)
+    assert any("uniform backdrop" in note for note in fitter.notes)
+    assert error < 0.05
+    black_error, _ = border_error("black")
+    assert black_error > 0.3

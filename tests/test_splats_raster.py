@@ -190,3 +190,46 @@ def test_gsplat_agrees_with_the_torch_rasteriser_on_a_fixed_scene():
     theirs = rasterize_gsplat(*args, viewmat, K, w, h, bg).image
     assert (ours - theirs).abs().mean().item() < 0.01  # stated tolerance: mean abs colour difference 1%
     assert math.isfinite(theirs.sum().item())
+
+
+def _random_cloud(n: int, log_scale: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    means = np.c_[rng.uniform(-1, 1, (n, 2)), rng.uniform(3, 6, n)]
+    q = rng.normal(size=(n, 4))
+    return gaussians(means, np.full((n, 3), log_scale), q / np.linalg.norm(q, axis=1, keepdims=True),
+                     np.full(n, 0.5), rng.uniform(0, 1, (n, 3)), dtype=torch.float32)  # fmt: skip
+
+
+@pytest.mark.parametrize("log_scale", [math.log(0.05), math.log(20.0)], ids=["small", "huge"])
+def test_the_work_of_a_render_is_bounded_whatever_the_splats_look_like(log_scale):
+    """Pairs composited <= pairs_per_pixel per pixel (+ one splat's tile per tile): huge splats that each cover the
+    whole view (400 x 64 x 48 pairs uncapped) are cut to the cap, nearest first; small ones never reach it."""
+    from methods.splats.raster import TILE
+
+    w, h = 64, 48
+    cap = 8 if log_scale > 0 else 64
+    viewmat, K = camera(w, h, 40.0, dtype=torch.float32)
+    g = _random_cloud(400, log_scale)
+    for p in g:
+        p.requires_grad_(True)
+    out = rasterize(*g, viewmat, K, w, h, background=torch.zeros(3), pairs_per_pixel=cap)
+    tiles = math.ceil(w / TILE) * math.ceil(h / TILE)
+    assert out.pairs <= cap * w * h + tiles * TILE * TILE
+    if log_scale > 0:
+        assert out.tile_entries == 400 * tiles and out.dropped > 0.8 * out.tile_entries
+        assert out.alpha.min() > 0.9  # the nearest splats kept still cover every pixel
+    else:
+        assert out.dropped == 0 and out.pairs < 400 * 30  # each covers a few pixels
+    out.image.sum().backward()  # still differentiable through what was kept
+    assert all(torch.isfinite(p.grad).all() for p in g)
+
+
+def test_a_footprint_is_cut_at_the_screen_radius_cap():
+    w = h = 64
+    viewmat, K = camera(w, h, 40.0)
+    g = gaussians([[0.0, 0.0, 4.0]], np.log([[30.0, 30.0, 30.0]]), [[1.0, 0, 0, 0]], [0.9], [[1.0, 1.0, 1.0]])
+    out = rasterize(*g, viewmat, K, w, h, background=torch.zeros(3, dtype=torch.float64), radius_cap=0.25)
+    alpha = out.alpha[0].numpy()
+    # centred at (32, 32): drawn within 16 px of the centre, nothing beyond
+    assert alpha[32, 32] > 0.8 and alpha[32, 17] > 0.8 and alpha[32, 50] == 0 and alpha[5, 5] == 0
+    assert out.pairs <= 33 * 33

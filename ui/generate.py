@@ -407,6 +407,8 @@ def _ui_outputs(job: jobs.Job, state: jobs.JobState) -> list[Any]:
             result["viewer"] = slot.viewer
         if slot.renders:
             result["renders"] = [list(item) for item in slot.renders]
+        elif slot.state == "running" and slot.preview:  # a training method's latest preview, until it is done
+            result["renders"] = [[slot.preview, f"preview ({slot.stage})"]]
         out += [gr.update(visible=True), result, slot.status_markdown()]
     out.append(table(state.metrics))
     out.append(matrix_html(state.metrics, [slot.label for slot in state.slots], empty_matrix_reason(state)))

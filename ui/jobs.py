@@ -23,7 +23,7 @@ from eval.judging.protocol import MetricRow
 from eval.judging.renders import gallery as render_gallery
 from eval.runs.cache import can_run_again, find_cached_run, format_seconds
 from eval.runs.runner import execute, prepare
-from eval.runs.store import Store
+from eval.runs.store import Store, outputs_dir
 from methods.base import Inputs, InvalidInput, InvalidSettings, MethodError, Settings
 from methods.registry import get
 from ui import hosting, public, served
@@ -105,6 +105,7 @@ class SlotState:
     viewer: str | None = None  # what the 3D viewer shows: the asset, or a reduced copy (ui.viewer_asset)
     viewer_note: str = ""  # says when the view is reduced
     renders: list[tuple[str, str]] = field(default_factory=list)  # what the metrics saw: (thumbnail, caption)
+    preview: str | None = None  # the latest preview render of a training method (PNG), while it runs
 
     def status_markdown(self) -> str:
         if self.state == "queued":
@@ -381,9 +382,12 @@ def _run_one(
                     events.throw(OverAllowance(over_allowance(job)))
                 if event.kind == "progress" and event.progress is not None:
                     p = event.progress
-                    new_stage = p.stage != slot.stage  # a new stage always shows (meshing after evaluate 100%)
+                    new_stage = p.stage != slot.stage
                     slot.stage, slot.fraction, slot.message = p.stage, p.fraction, p.message
-                    if throttle.due() or new_stage:
+                    if p.preview is not None:
+                        _keep_preview(slot, p.preview)
+                    # a new stage (e.g. meshing after training) always shows, whatever the throttle says
+                    if throttle.due() or new_stage or p.preview is not None:
                         yield state
                 elif event.kind == "metric" and event.metric is not None:
                     rows.append(event.metric)
@@ -396,6 +400,8 @@ def _run_one(
         log.exception("%s failed", run.method_id)
         slot.state, slot.message = "failed", served.redact(f"{type(exc).__name__}: {exc}")
         return
+    finally:
+        _keep_preview(slot, None)
     state.metrics.extend((slot.label, row) for row in rows)
     state.metric_records.extend(metric_json(run.method_id, slot.run_id or "", row) for row in rows)
 
@@ -435,6 +441,24 @@ def _finish(slot: SlotState, files: Mapping[str, str], record: Mapping[str, Any]
         if turntable:
             slot.files.append(turntable)
         served.SERVED.publish(viewed.path, turntable, *(path for path, _ in slot.renders))
+
+
+def _keep_preview(slot: SlotState, image: Any) -> None:
+    """Show ``image`` (H, W, 3) uint8 as the slot's training preview (None: drop it); one file per run, a new
+    name each time so that the browser does not show a cached one."""
+    from PIL import Image
+
+    old = slot.preview
+    slot.preview = None
+    if image is not None and slot.run_id:
+        folder = outputs_dir() / "previews"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{slot.run_id}-{time.monotonic_ns()}.png"
+        Image.fromarray(image).save(path)
+        served.SERVED.publish(path)
+        slot.preview = str(path)
+    if old:
+        Path(old).unlink(missing_ok=True)
 
 
 class _Throttle:

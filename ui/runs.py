@@ -217,8 +217,9 @@ def open_run(store: Store, run_id: str) -> OpenedRun:
         renders, turntable = gallery(folder)
         kept = input_files(folder)
         # the download copy of run.json, without server paths; everything shown is published, nothing else
-        ply = folder / "points.ply"
-        files = served.publish_run_files(glb, [str(ply) if ply.is_file() else None])
+        # beside the mesh: the splats (.splat for viewers, the 3DGS .ply for editors) and the points, where made
+        extra = [folder / name for name in ("asset.splat", "splats.ply", "points.ply")]
+        files = served.publish_run_files(glb, [str(path) for path in extra if path.is_file()])
         files += [turntable] if turntable else []
         served.SERVED.publish(viewer, turntable, *kept, *(path for path, _ in renders))
     else:

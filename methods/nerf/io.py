@@ -47,6 +47,7 @@ class Scene:
     source: str  # blender | transforms.json | sfm | frames
     notes: list[str] = field(default_factory=list)
     points: np.ndarray | None = None  # (P, 3) sparse points (structure from motion), world frame
+    points_source: str = "sfm"  # sfm: estimated with the poses; triangulation: from the known poses
     bounds: np.ndarray | None = None  # (2, 3) known region of interest, world frame
     diagnostics: dict[str, Any] = field(default_factory=dict)
 

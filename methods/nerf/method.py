@@ -14,31 +14,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import Inputs, Method, RunGenerator, Settings, setting
+from methods.base import Settings, setting
 from methods.nerf import (
     BACKGROUNDS,
     ENCODINGS,
+    PerSceneVideoMethod,
+    budget_seconds_setting,
     eval_views_setting,
     matcher_setting,
     max_frames_setting,
     max_image_size_setting,
+    max_steps_setting,
 )
 from methods.registry import register
 
 
 @dataclass(kw_only=True)
 class NeRFSettings(Settings):
-    budget_seconds: float = setting(
-        0.0,
-        label="Training budget (s)",
-        help="Wall-clock seconds of training; 0 picks 60 s on a CPU and 120 s on a GPU.",
-        min=0,
-        max=3600,
-        step=5,
-    )
-    steps: int = setting(
-        100000, label="Max steps", help="Training stops at this many steps if the budget lasts.", min=1, max=1000000
-    )
+    budget_seconds: float = budget_seconds_setting()
+    steps: int = max_steps_setting(100000)
     resolution: int = setting(
         128, label="Grid resolution", help="Density grid cells per side (memory grows with its cube).", min=32, max=384
     )
@@ -79,30 +73,12 @@ class NeRFSettings(Settings):
 
 
 @register
-class NeRF(Method):
+class NeRF(PerSceneVideoMethod):
     id = "nerf"
     label = "NeRF (video / multi-view)"
-    modalities = ("video",)
-    family = "per-scene radiance field"
     representation = "density grid + tri-plane / hash features + MLP"
     output = "mesh"
     paper = "Mildenhall et al., NeRF: Representing Scenes as Neural Radiance Fields for View Synthesis, ECCV 2020"
     paper_url = "https://arxiv.org/abs/2003.08934"
-    licence = "own implementation, no weights"
-    requires = ("torch", "skimage", "av", "pycolmap")
-    needs_gpu = False
-    seconds_gpu = 150.0
-    seconds_cpu = 120.0
-    vram_gb = 2.0
-    version = "1"
     Settings = NeRFSettings
-
-    def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
-        budget = getattr(settings, "budget_seconds", 0.0) or (120.0 if gpu else 60.0)
-        return budget + (30.0 if gpu else 60.0)
-
-    def run(self, inputs: Inputs, settings: Settings) -> RunGenerator:
-        from methods.nerf.pipeline import run_nerf
-
-        asset = yield from run_nerf(inputs, settings)
-        return asset
+    pipeline = "methods.nerf.pipeline:run_nerf"

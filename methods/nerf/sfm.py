@@ -62,17 +62,38 @@ def _distortion(camera) -> tuple[np.ndarray, np.ndarray, str]:
     return K, d, "opencv"
 
 
-def _run_colmap(workdir: Path, names: list[str], matcher: str, max_size: int, threads: int, seed: int, token):
+def _colmap_options(max_size: int, threads: int):
+    """SIFT extraction (at most ``max_size`` px, 4096 features) and matching options on the CPU; COLMAP's own
+    log quietened to errors (we report progress)."""
     import pycolmap
 
-    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)  # errors only: we report progress
-    database = workdir / "database.db"
-    image_dir = workdir / "images"
+    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = max_size
     extraction.num_threads = threads
     extraction.use_gpu = False
     extraction.sift.max_num_features = 4096
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = threads
+    matching.use_gpu = False
+    return extraction, matching
+
+
+def _write_frames(workdir: Path, images: np.ndarray) -> list[str]:
+    """The frames as PNGs in workdir/images (COLMAP reads files); their names, in order."""
+    (workdir / "images").mkdir()
+    files = [f"{i:05d}.png" for i in range(len(images))]
+    for f, img in zip(files, images, strict=True):
+        Image.fromarray(np.ascontiguousarray(img[..., :3])).save(workdir / "images" / f, compress_level=1)
+    return files
+
+
+def _run_colmap(workdir: Path, names: list[str], matcher: str, max_size: int, threads: int, seed: int, token):
+    import pycolmap
+
+    database = workdir / "database.db"
+    image_dir = workdir / "images"
+    extraction, matching = _colmap_options(max_size, threads)
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "SIMPLE_RADIAL"
     pycolmap.extract_features(
@@ -85,9 +106,6 @@ def _run_colmap(workdir: Path, names: list[str], matcher: str, max_size: int, th
         device=pycolmap.Device.cpu,
         cancellation_token=token,
     )
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = threads
-    matching.use_gpu = False
     if matcher == "sequential":
         pairing = pycolmap.SequentialPairingOptions()
         pairing.overlap = 10
@@ -146,10 +164,7 @@ def estimate_poses(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trilemma-sfm-") as tmp:
         workdir = Path(tmp)
-        (workdir / "images").mkdir()
-        files = [f"{i:05d}.png" for i in range(n)]
-        for f, img in zip(files, images, strict=True):
-            Image.fromarray(np.ascontiguousarray(img[..., :3])).save(workdir / "images" / f, compress_level=1)
+        files = _write_frames(workdir, images)
         import pycolmap
 
         token = pycolmap.CancellationToken()
@@ -229,3 +244,91 @@ def _convert(models: dict, files: list[str], n: int, matcher: str, seconds: floa
         reprojection_error=error,
         diagnostics=diagnostics,
     )
+
+
+@dataclass
+class TriangulatedPoints:
+    points: np.ndarray  # (P, 3) world frame of the given poses
+    diagnostics: dict = field(default_factory=dict)
+
+
+def triangulate_known_poses(
+    images: np.ndarray,
+    cameras: Cameras,
+    *,
+    max_size: int = 1024,
+    threads: int = 2,
+    max_error_px: float = 2.0,
+) -> TriangulatedPoints:
+    """Sparse points from views whose poses are known: COLMAP features, exhaustive matching with geometric
+    verification, then triangulation with the poses and intrinsics held fixed (no pose estimation).
+
+    ``images`` (N, H, W, 3|4) uint8 seen by ``cameras`` (OpenGL camera-to-world, pinhole intrinsics in
+    pixels of these images). Returns the points with track length >= 2 and reprojection error below
+    ``max_error_px``; raises InvalidInput when nothing could be matched.
+    """
+    try:
+        import pycolmap
+    except ImportError:
+        raise MethodUnavailable("triangulating points needs pycolmap (pip install pycolmap)") from None
+    started = time.perf_counter()
+    c2w_cv = opencv_to_opengl(cameras.c2w)  # the flip is its own inverse: OpenGL -> OpenCV axes
+    with tempfile.TemporaryDirectory(prefix="trilemma-tri-") as tmp:
+        workdir = Path(tmp)
+        files = _write_frames(workdir, images)
+        database = workdir / "database.db"
+        extraction, matching = _colmap_options(max_size, threads)
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "PINHOLE"
+        pycolmap.extract_features(
+            database,
+            workdir / "images",
+            image_names=files,
+            camera_mode=pycolmap.CameraMode.PER_IMAGE,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=pycolmap.Device.cpu,
+        )
+        pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+        # the known cameras and poses, under the ids the database gave them
+        rec = pycolmap.Reconstruction()
+        index_of = {name: i for i, name in enumerate(files)}
+        with pycolmap.Database.open(database) as db:
+            for camera in db.read_all_cameras():
+                rec.add_camera(camera)
+            images_db = {img.image_id: img for img in db.read_all_images()}
+            for image in images_db.values():
+                i = index_of[image.name]
+                K = cameras.K[i]
+                camera = rec.camera(image.camera_id)
+                camera.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+                db.update_camera(camera)
+            for rig in db.read_all_rigs():
+                rec.add_rig(rig)
+            for frame in db.read_all_frames():
+                image = images_db[next(iter(frame.image_ids)).id]
+                w2c = np.linalg.inv(c2w_cv[index_of[image.name]])
+                frame.rig_from_world = pycolmap.Rigid3d(w2c[:3, :4])
+                rec.add_frame(frame)
+            for image in images_db.values():
+                rec.add_image(image)
+            for frame_id in list(rec.frames):
+                rec.register_frame(frame_id)
+        options = pycolmap.IncrementalPipelineOptions()
+        options.num_threads = threads
+        out = workdir / "sparse"
+        out.mkdir()
+        rec = pycolmap.triangulate_points(rec, database, workdir / "images", out, options=options)
+        points = np.array(
+            [p.xyz for p in rec.points3D.values() if p.error < max_error_px and p.track.length() >= 2],
+            dtype=np.float64,
+        ).reshape(-1, 3)
+        error = float(rec.compute_mean_reprojection_error()) if len(points) else float("nan")
+    if not len(points):
+        raise InvalidInput("no points could be triangulated from the known poses: the views share no features")
+    diagnostics = {
+        "points": len(points),
+        "reprojection_error_px": round(error, 3),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return TriangulatedPoints(points, diagnostics)

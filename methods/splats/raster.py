@@ -27,6 +27,13 @@ ALPHA_MIN = 1.0 / 255.0  # pairs fainter than this are skipped (as the reference
 ALPHA_MAX = 0.99
 T_MIN = 1e-4  # early termination: compositing stops once transmittance would fall below this
 NEAR = 0.01
+TILE = 16  # px: splats are binned to 16x16 tiles, as the reference does
+# The work of a step is bounded whatever the splats look like: each tile keeps its nearest splats until their
+# footprints in the tile add up to PAIRS_PER_PIXEL pairs per pixel (the farther ones are dropped), and no
+# footprint reaches further than RADIUS_CAP x the image's larger side from its centre. A trained scene stays
+# well under both; random or huge splats early on hit them.
+PAIRS_PER_PIXEL = 256
+RADIUS_CAP = 0.5
 BACKENDS = ("auto", "torch", "gsplat")
 
 
@@ -42,6 +49,8 @@ class RenderOutput:
     visible: torch.Tensor
     radii: torch.Tensor
     pairs: int = 0
+    tile_entries: int = 0  # (splat, tile) intersections binned, before the per-tile cap
+    dropped: int = 0  # of those, the ones beyond their tile's cap (the farthest)
 
 
 def opengl_to_viewmat(c2w: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -96,11 +105,15 @@ def rasterize(
     height: int,
     background: torch.Tensor | None = None,
     sh_degree: int | None = None,
+    pairs_per_pixel: int = PAIRS_PER_PIXEL,
+    radius_cap: float = RADIUS_CAP,
 ) -> RenderOutput:
     """Render C views of N Gaussians; differentiable in every Gaussian parameter (and the background).
 
     ``viewmats`` (C, 4, 4) OpenCV world-to-camera, ``Ks`` (C, 3, 3) pixels; ``sh`` (N, K, 3); the
     dtype of ``means`` is the working dtype (float32 for training, float64 for gradient checks).
+    At most ``pairs_per_pixel`` x C x width x height (pixel, splat) pairs (plus one splat's tile per tile)
+    are composited: see :data:`PAIRS_PER_PIXEL`.
     """
     dtype, device = means.dtype, means.device
     n, c = len(means), len(viewmats)
@@ -149,7 +162,7 @@ def rasterize(
     out_img = torch.zeros(c * height * width, 3, dtype=dtype, device=device)
     out_alpha = torch.zeros(c * height * width, dtype=dtype, device=device)
     out_depth = torch.zeros(c * height * width, dtype=dtype, device=device)
-    pairs = 0
+    pairs = tile_entries = dropped = 0
     if len(g_idx):
         # one entry per visible (view, Gaussian), in depth order; a stable sort by pixel later keeps that order
         order = torch.argsort(z.detach()[cam_idx, g_idx], stable=True)
@@ -169,10 +182,10 @@ def rasterize(
             -1,
         )
         fd = feats.detach()
-        # the box where alpha can reach ALPHA_MIN (<= 3 sigma): opacity-aware, as gsplat does
+        # the box where alpha can reach ALPHA_MIN (<= 3 sigma): opacity-aware, as gsplat does; its half-size is
+        # capped on screen (a splat larger than that is drawn truncated: the cap bounds the work, not the look)
         reach = torch.sqrt(2.0 * torch.log(torch.clamp_min(fd[:, 5] / ALPHA_MIN, 1.0)))
-        # per axis: the ellipse's bounding box is reach * sqrt(cov_xx) wide, reach * sqrt(cov_yy) high
-        rmax = radius[cam_idx, g_idx]
+        rmax = radius[cam_idx, g_idx].clamp_max(max(1.0, radius_cap * max(width, height)))
         rx = torch.minimum(rmax, reach * torch.sqrt(a.detach()[cam_idx, g_idx]))
         ry = torch.minimum(rmax, reach * torch.sqrt(d.detach()[cam_idx, g_idx]))
         uu, vv = fd[:, 0], fd[:, 1]
@@ -180,12 +193,16 @@ def rasterize(
         x1 = torch.floor(uu + rx - 0.5).clamp(0, width - 1).long()
         y0 = torch.ceil(vv - ry - 0.5).clamp(0, height - 1).long()
         y1 = torch.floor(vv + ry - 0.5).clamp(0, height - 1).long()
-        bw, bh = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
+        rect, tile_stats = _bin_tiles(cam_idx, x0, x1, y0, y1, width, height, pairs_per_pixel)
+        entry_of, x0, y0, bw, bh = rect.unbind(1)
         counts = bw * bh
         hw = height * width
-        # pairs: every pixel of every entry's box; one gather of the box per pair (index_select: fast on a CPU)
-        entry = torch.repeat_interleave(torch.arange(len(g_idx), device=device), counts)
-        box = torch.stack([x0, y0, bw, torch.cumsum(counts, 0) - counts, cam_idx * hw], 1).index_select(0, entry)
+        # pairs: every pixel of every kept (entry, tile) rectangle; one gather per pair (index_select: fast on a CPU)
+        rect_of = torch.repeat_interleave(torch.arange(len(entry_of), device=device), counts)
+        box = torch.stack([x0, y0, bw, torch.cumsum(counts, 0) - counts, cam_idx[entry_of] * hw], 1).index_select(
+            0, rect_of
+        )
+        entry = entry_of.index_select(0, rect_of)
         offset = torch.arange(len(entry), device=device) - box[:, 3]
         row = torch.div(offset, box[:, 2], rounding_mode="floor")
         px = box[:, 0] + offset - row * box[:, 2]
@@ -237,6 +254,7 @@ def rasterize(
         out_alpha = out_alpha.index_add(0, pix, w)
         out_depth = out_depth.index_add(0, pix, w * cd[:, 3])
         pairs = len(pix)
+        tile_entries, dropped = tile_stats
 
     image = out_img + (1 - out_alpha)[:, None] * bg
     return RenderOutput(
@@ -247,7 +265,43 @@ def rasterize(
         visible,
         radius,
         pairs,
+        tile_entries,
+        dropped,
     )
+
+
+def _bin_tiles(cam_idx, x0, x1, y0, y1, width: int, height: int, pairs_per_pixel: int):
+    """Each entry's pixel box [x0, x1] x [y0, y1] (entries in depth order) cut into the 16x16 tiles it touches;
+    a tile keeps its nearest entries while the pixels they cover in it stay within ``pairs_per_pixel`` per
+    pixel of the tile (the entry that crosses the cap is kept). Returns the kept (entry, x0, y0, w, h)
+    rectangles, grouped by tile, depth order within a tile, and (intersections, dropped)."""
+    device = x0.device
+    tx0, tx1 = torch.div(x0, TILE, rounding_mode="floor"), torch.div(x1, TILE, rounding_mode="floor")
+    ty0, ty1 = torch.div(y0, TILE, rounding_mode="floor"), torch.div(y1, TILE, rounding_mode="floor")
+    ntx, nty = (width + TILE - 1) // TILE, (height + TILE - 1) // TILE
+    tw, th = tx1 - tx0 + 1, ty1 - ty0 + 1
+    n_tiles = torch.where((x1 >= x0) & (y1 >= y0), tw * th, torch.zeros_like(tw))
+    entry = torch.repeat_interleave(torch.arange(len(x0), device=device), n_tiles)
+    start = torch.cumsum(n_tiles, 0) - n_tiles
+    k = torch.arange(len(entry), device=device) - start.index_select(0, entry)
+    tw_e = tw.index_select(0, entry)
+    tx = tx0.index_select(0, entry) + k % tw_e
+    ty = ty0.index_select(0, entry) + torch.div(k, tw_e, rounding_mode="floor")
+    rx0 = torch.maximum(x0.index_select(0, entry), tx * TILE)
+    rx1 = torch.minimum(x1.index_select(0, entry), tx * TILE + TILE - 1)
+    ry0 = torch.maximum(y0.index_select(0, entry), ty * TILE)
+    ry1 = torch.minimum(y1.index_select(0, entry), ty * TILE + TILE - 1)
+    area = (rx1 - rx0 + 1) * (ry1 - ry0 + 1)
+    tile = (cam_idx.index_select(0, entry) * nty + ty) * ntx + tx
+    tile, order = torch.sort(tile.int(), stable=True)  # stable: depth order within each tile
+    entry, rx0, ry0, rx1, ry1, area = (t.index_select(0, order) for t in (entry, rx0, ry0, rx1, ry1, area))
+    # pixels covered in the tile by the nearer entries (exclusive running sum within the tile)
+    first, seg_start, seg = _segments(tile)
+    incl = torch.cumsum(area, 0)
+    before = incl - area - (incl - area).index_select(0, seg_start).index_select(0, seg)
+    keep = torch.nonzero(before < pairs_per_pixel * TILE * TILE).squeeze(1)
+    rect = torch.stack([entry, rx0, ry0, rx1 - rx0 + 1, ry1 - ry0 + 1], 1).index_select(0, keep)
+    return rect, (len(entry), len(entry) - len(keep))
 
 
 def _segments(pix: torch.Tensor):

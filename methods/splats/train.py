@@ -1,7 +1,12 @@
 """Fitting Gaussian splats to posed images (Kerbl et al. 2023, section 5 and 6).
 
-Initialisation: the SfM points when structure from motion gave the poses, else the visual hull of
-the alpha masks, else random in the scene cube. Adam with the paper's per-parameter learning rates
+Initialisation: the scene's sparse points (structure from motion, or triangulated from the known
+poses), else the visual hull of the alpha masks, else random in the scene cube with small splats;
+initial sizes from the neighbour distances, capped relative to the scene. Backgrounds follow the
+data: white behind alpha-masked views, the frames' own backdrop colour (their border) otherwise.
+The cost of a step is bounded: the rasteriser caps the pairs per pixel and the footprint, and a
+step renders a crop of the view whose size keeps the pairs near ``pairs_per_step`` (the whole view
+while the splats are few and small). Adam with the paper's per-parameter learning rates
 and the exponential position-lr decay; loss 0.8 L1 + 0.2 D-SSIM; adaptive density control (clone
 small / split large Gaussians whose view-space positional gradient is large, prune transparent and
 huge ones, reset opacity periodically); the SH degree rises every 1,000 steps.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +34,10 @@ from methods.nerf.train import Budget, scene_frame, train_loop, visual_hull
 from methods.splats.raster import opengl_to_viewmat, rasterize, rasterize_gsplat, resolve_backend
 from methods.splats.sh import rgb_to_sh0, sh_coeffs
 
-BACKGROUNDS = ("auto", "white", "black", "random")
+BACKGROUNDS = ("auto", "white", "black", "random", "border")
+BORDER_PX = 3  # the frames' outer ring of pixels tells their backdrop
+UNIFORM_BACKDROP = 0.06  # a backdrop whose border pixels stay this close to their median colour is uniform
+MIN_CROP = 48  # px: the smallest side of a training crop
 INITS = ("auto", "sfm", "hull", "random")
 
 
@@ -51,6 +60,11 @@ class SplatConfig:
     init_opacity: float = 0.1
     background: str = "auto"
     backend: str = "auto"
+    # the work of a step: crops keep the (pixel, splat) pairs near this many (0: whole views, as on a GPU);
+    # the rasteriser's caps bound it whatever the splats look like
+    pairs_per_step: int = 120000
+    pairs_per_pixel: int = 256  # box pixels per pixel of a tile (the ellipses inside cover about half of it)
+    init_scale_cap: float = 0.03  # initial splat size at most this fraction of the scene extent
     # learning rates: "paper" (Kerbl et al.'s, for ~30k steps), or "short" for CPU budgets of ~1-2k steps:
     # the same per-parameter rates with positions x10, scales x2 and base colour x4 (measured on lego and the
     # test cube: +3 to +5 dB at 60 s over the paper's rates). Positions are scaled by the scene extent and
@@ -108,14 +122,30 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return s.mean()
 
 
-def _knn_scale(points: np.ndarray) -> np.ndarray:
-    """Initial size: the mean distance to the 3 nearest neighbours (as the paper), floored."""
+def _knn_scale(points: np.ndarray, cap: float) -> np.ndarray:
+    """Initial size: the mean distance to the 3 nearest neighbours (as the paper), floored, and capped at
+    ``cap`` and at 4x the median (an isolated point must not start as a splat that covers the views)."""
     from scipy.spatial import cKDTree
 
     if len(points) < 4:
-        return np.full(len(points), 0.05)
+        return np.full(len(points), min(0.05, cap))
     d, _ = cKDTree(points).query(points, k=4)
-    return np.maximum(d[:, 1:].mean(1), 1e-4)
+    d = d[:, 1:].mean(1)
+    return np.clip(d, 1e-4, min(cap, 4.0 * float(np.median(d))))
+
+
+def border_background(images: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The median colour of the frames' outer ring of pixels, and whether that ring is one uniform backdrop
+    (a turntable's grey) rather than the surroundings of a real capture. ``images`` (N, H, W, 3) uint8."""
+    b = BORDER_PX
+    ring = np.concatenate(
+        [images[:, :b].reshape(-1, 3), images[:, -b:].reshape(-1, 3)]
+        + [images[:, b:-b, :b].reshape(-1, 3), images[:, b:-b, -b:].reshape(-1, 3)]
+    ).astype(np.float32)
+    ring = ring[:: max(1, len(ring) // 200000)] / 255.0
+    colour = np.median(ring, axis=0)
+    spread = float(np.quantile(np.abs(ring - colour).max(1), 0.9))
+    return colour.astype(np.float32), spread < UNIFORM_BACKDROP
 
 
 def undistort_scene(scene: Scene) -> Scene:
@@ -168,9 +198,17 @@ class SplatFitter:
         centres = self.cameras.centers()[scene.train]
         self.extent = 1.1 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max()) or 1.0
         mode = config.background
+        self.border_colour, uniform = border_background(scene.images[self.train_index_of(scene), ..., :3])
         if mode == "auto":
-            mode = "white" if scene.has_alpha else "black"
+            mode = "white" if scene.has_alpha else "border"
         self.background_mode = mode
+        if mode == "border":
+            rgb = ", ".join(f"{x:.2f}" for x in self.border_colour)
+            self.notes.append(
+                f"background: the frames' uniform backdrop ({rgb})"
+                if uniform
+                else f"no backdrop (the frames' borders vary): the splats model the surroundings ({rgb} behind them)"
+            )
         self.images = torch.as_tensor(scene.images, device=device)
         self.train_index = np.asarray(scene.train)
         self.init_source, points = self._init_points()
@@ -182,6 +220,13 @@ class SplatFitter:
         self.grad_count = torch.zeros(n, device=device)
         self.history: list[tuple[int, int]] = []  # (step, count) after each density change
         self.last_step = 0
+        self.step_times: list[float] = []  # perf_counter at the end of each step: steps/s in the notes
+        self.crop_side = max(scene.width, scene.height)
+        self.pairs_per_pixel_seen = 0.0  # running mean of the last steps' pairs per rendered pixel
+
+    @staticmethod
+    def train_index_of(scene: Scene) -> np.ndarray:
+        return np.asarray(scene.train if len(scene.train) else np.arange(len(scene.images)))
 
     # -- initialisation
 
@@ -193,7 +238,7 @@ class SplatFitter:
             pts = self.frame.apply_to_points(self.scene.points)
             pts = pts[np.all(np.abs(pts) <= 1.5, axis=1)]
             if len(pts) >= 10:
-                return "sfm", pts
+                return self.scene.points_source, pts
         if choice in ("auto", "hull", "sfm") and self.scene.has_alpha and choice != "random":
             hull = visual_hull(self.scene, self.frame, 64, "cpu").numpy()
             if 0 < hull.sum() < hull.size:
@@ -210,9 +255,12 @@ class SplatFitter:
         n = len(points)
         dev = self.device
         colors = self._project_colors(points)
+        scale = _knn_scale(points, c.init_scale_cap * self.extent)
+        if self.init_source == "random":  # points in empty space: small, so that they start out of the way
+            scale = scale * 0.25
         params = {
             "means": torch.as_tensor(points, dtype=torch.float32),
-            "log_scales": torch.log(torch.as_tensor(_knn_scale(points), dtype=torch.float32))[:, None].repeat(1, 3),
+            "log_scales": torch.log(torch.as_tensor(scale, dtype=torch.float32))[:, None].repeat(1, 3),
             "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
             "opacity_logits": torch.full((n,), math.log(c.init_opacity / (1 - c.init_opacity))),
             "sh0": rgb_to_sh0(torch.as_tensor(colors, dtype=torch.float32))[:, None, :],
@@ -267,32 +315,53 @@ class SplatFitter:
             return torch.rand(3, generator=self.generator).to(self.device)
         if self.background_mode == "black":
             return torch.zeros(3, device=self.device)
+        if self.background_mode == "border":
+            return torch.as_tensor(self.border_colour, device=self.device)
         return torch.ones(3, device=self.device)
 
     def eval_background(self) -> torch.Tensor:
         return self.background(training=False)
 
-    def _render(self, index: np.ndarray | list[int], background: torch.Tensor, params=None):
+    def _render(self, index: np.ndarray | list[int], background: torch.Tensor, params=None, crop=None):
+        """Views ``index``, or the window ``crop`` = (x0, y0, width, height) of them."""
         p = self.params if params is None else params
         index = torch.as_tensor(np.asarray(index), device=self.device)
-        fn = rasterize_gsplat if self.backend == "gsplat" else rasterize
         sh = torch.cat([p["sh0"], p["shrest"][:, : sh_coeffs(self.active_degree) - 1]], 1)
-        return fn(
-            p["means"],
-            p["log_scales"],
-            p["quats"],
-            p["opacity_logits"],
-            sh,
-            self.viewmats[index],
-            self.Ks[index],
-            self.scene.width,
-            self.scene.height,
-            background,
-            self.active_degree,
+        Ks = self.Ks[index]
+        width, height = self.scene.width, self.scene.height
+        if crop is not None:
+            x0, y0, width, height = crop
+            Ks = Ks.clone()
+            Ks[:, 0, 2] -= x0
+            Ks[:, 1, 2] -= y0
+        args = (p["means"], p["log_scales"], p["quats"], p["opacity_logits"], sh, self.viewmats[index], Ks)
+        if self.backend == "gsplat":
+            return rasterize_gsplat(*args, width, height, background, self.active_degree)
+        return rasterize(
+            *args, width, height, background, self.active_degree, pairs_per_pixel=self.config.pairs_per_pixel
         )
 
-    def target(self, index: np.ndarray | list[int], background: torch.Tensor) -> torch.Tensor:
+    def _crop(self) -> tuple[int, int, int, int] | None:
+        """A random window whose pairs should stay near ``pairs_per_step`` (None: the whole view)."""
+        c = self.config
+        w, h = self.scene.width, self.scene.height
+        if not c.pairs_per_step or self.backend == "gsplat":
+            return None
+        if self.pairs_per_pixel_seen > 0:
+            side = math.sqrt(c.pairs_per_step / self.pairs_per_pixel_seen)
+            self.crop_side = int(min(max(w, h), max(MIN_CROP, side)))
+        cw, ch = min(w, self.crop_side), min(h, self.crop_side)
+        if cw == w and ch == h:
+            return None
+        x0 = int(torch.randint(0, w - cw + 1, (1,), generator=self.generator))
+        y0 = int(torch.randint(0, h - ch + 1, (1,), generator=self.generator))
+        return x0, y0, cw, ch
+
+    def target(self, index: np.ndarray | list[int], background: torch.Tensor, crop=None) -> torch.Tensor:
         px = self.images[torch.as_tensor(np.asarray(index), device=self.device)]
+        if crop is not None:
+            x0, y0, cw, ch = crop
+            px = px[:, y0 : y0 + ch, x0 : x0 + cw]
         rgb = px[..., :3].float() / 255.0
         if px.shape[-1] == 4:
             a = px[..., 3:].float() / 255.0
@@ -327,8 +396,12 @@ class SplatFitter:
         k = min(c.views_per_step, len(self.train_index))
         pick = self.train_index[torch.randperm(len(self.train_index), generator=self.generator)[:k].numpy()]
         bg = self.background(training=True)
-        out = self._render(pick, bg)
-        target = self.target(pick, bg)
+        crop = self._crop()
+        out = self._render(pick, bg, crop=crop)
+        target = self.target(pick, bg, crop)
+        pixels = out.image.shape[0] * out.image.shape[1] * out.image.shape[2]
+        seen = max(out.pairs / pixels, 1.0)
+        self.pairs_per_pixel_seen = 0.8 * self.pairs_per_pixel_seen + 0.2 * seen if self.pairs_per_pixel_seen else seen
         l1 = (out.image - target).abs().mean()
         loss = (1 - c.ssim_weight) * l1 + c.ssim_weight * (1 - ssim(out.image, target))
         self.optimizer.zero_grad(set_to_none=True)
@@ -343,13 +416,21 @@ class SplatFitter:
                 self.densify_and_prune(step)
             if c.opacity_reset_every and step % c.opacity_reset_every == 0:
                 self.reset_opacity()
+        self.step_times.append(time.perf_counter())
         return {
             "loss": float(loss.detach()),
             "psnr": -10.0 * math.log10(max(mse, 1e-10)),
             "gaussians": float(len(self)),
             "pairs": float(out.pairs),
+            "dropped": float(out.dropped),
+            "crop": float(out.image.shape[2]),
             "sh_degree": float(self.active_degree),
         }
+
+    def steps_per_second(self, first: bool, count: int = 100) -> float:
+        """Steps per second over the first (or last) ``count`` steps of the run (0 if there were none)."""
+        t = self.step_times[: count + 1] if first else self.step_times[-(count + 1) :]
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
 
     def _accumulate(self, out, views: int) -> None:
         """Sum the view-space positional gradient (NDC units, as the paper's threshold) of visible Gaussians."""
