@@ -92,6 +92,7 @@ class SlotState:
     viewer: str | None = None  # what the 3D viewer shows: the asset, or a reduced copy (ui.viewer_asset)
     viewer_note: str = ""  # says when the view is reduced
     renders: list[tuple[str, str]] = field(default_factory=list)  # what the metrics saw: (thumbnail, caption)
+    precision: str = ""  # the dtype the networks run in, shown beside the stage
 
     def status_markdown(self) -> str:
         if self.state == "queued":
@@ -99,6 +100,7 @@ class SlotState:
         if self.state == "running":
             done = f" {self.fraction:.0%}" if self.fraction is not None else ""
             line = f"⚙️ **{self.stage or 'starting'}**{done}"
+            line += f" · {self.precision}" if self.precision else ""
             line += f" — {self.message}" if self.message else ""
             return line + (f" (expected: {self.expected})" if self.expected else "")
         reduced = f"\n\n🔎 {self.viewer_note}" if self.viewer_note else ""
@@ -268,6 +270,7 @@ def _run_one(job: Job, run: PlannedRun, slot: SlotState, state: JobState, store:
                 if event.kind == "progress" and event.progress is not None:
                     p = event.progress
                     slot.stage, slot.fraction, slot.message = p.stage, p.fraction, p.message
+                    slot.precision = event.precision
                     if throttle.due():
                         yield state
                 elif event.kind == "metric" and event.metric is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "stabilityai/TripoSR"
@@ -60,6 +60,7 @@ class TripoSRSettings(Settings):
         help="Hugging Face repo id (config.yaml + model.ckpt) or a local folder holding them.",
         advanced=True,
     )
+    precision: str = precision_setting()
 
     def validate(self) -> None:
         super().validate()

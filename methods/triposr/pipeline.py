@@ -37,9 +37,10 @@ class _Clock:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def load(checkpoint: str) -> tuple[TripoSR, str, torch.dtype]:
+def load(checkpoint: str, precision: str = "auto") -> tuple[TripoSR, str, torch.dtype]:
+    """The cached model: image encoder and transformer in ``runtime.dtype(device, precision)``, decoder float32."""
     device = runtime.device()
-    dtype = runtime.dtype(device)
+    dtype = runtime.dtype(device, precision)
     key = f"triposr|{checkpoint}|{device}|{dtype}"
     model = runtime.get_model(key, lambda: checkpoints.load_model(checkpoint, device, dtype))
     return model, device, dtype
@@ -65,7 +66,7 @@ def reconstruct(prepared: Image.Image, settings: Any, seconds: dict[str, float],
     """TripoSR on the prepared input; yields Progress, returns the Asset (+Y up, our frame)."""
     yield Progress("load", 0.0, f"loading TripoSR {settings.checkpoint}")
     start = time.perf_counter()
-    model, device, dtype = load(settings.checkpoint)
+    model, device, dtype = load(settings.checkpoint, settings.precision)
     clock = _Clock(seconds, device)
     clock.add("load", start)
     yield Progress("load", 1.0, f"TripoSR ready on {device} ({str(dtype).removeprefix('torch.')})")
@@ -163,7 +164,7 @@ def _load_text_to_image(checkpoint: str, device: str, dtype: torch.dtype):
 
 def text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes: list[str]) -> RunGenerator:
     device = runtime.device()
-    dtype = runtime.dtype(device)
+    dtype = runtime.dtype(device, settings.precision)
     yield Progress("text_to_image", 0.0, f"loading {settings.image_model}")
     start = time.perf_counter()
     key = f"triposr-t2i|{settings.image_model}|{device}|{dtype}"
