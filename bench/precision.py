@@ -21,6 +21,16 @@ Stages (``--stages``, default all):
     clip_b32          CLIP ViT-B/32 image encoder (the protocol's scorer), 8 views at 224 px
     clip_l14          CLIP ViT-L/14 image encoder (Point-E / Shap-E conditioning), 2 images at 224 px
 
+Training stages: two fitters with the same seed and data, one plain (float32) and one stepping under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (float32 parameters and optimiser, bfloat16 matmuls), run in
+alternating blocks of steps for the same step count; seconds are the training time, the quality is the
+test PSNR of each after the same steps (lego, 100 x 100, ``--train-steps``, ``--test-views``):
+
+    nerf_train        the nerf engine (planes encoding, 256 rays a step)
+    splats_train      gaussian-splatting (measured only: methods/splats is being rewritten in issue 25)
+    field_train       Dream Fields' / DreamFusion's field (density grid + colour MLP) at 64 px, with a
+                      free guidance (the renders' distance to grey): the field's own cost, loss after the steps
+
 Random weights exaggerate drift compared with trained ones (no learnt scale structure). The machine is
 shared: read the ratios, measured in the same run, not the absolute seconds; ``uptime`` is printed.
 
@@ -58,7 +68,11 @@ STAGES = (
     "sd_unet",
     "clip_b32",
     "clip_l14",
+    "nerf_train",
+    "splats_train",
+    "field_train",
 )
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nerf_synthetic_lego_100"
 CLIP_B32_VISION = {
     "hidden_size": 768,
     "intermediate_size": 3072,
@@ -370,6 +384,84 @@ def clip_l14(args) -> list[dict]:
     return _clip("clip_l14 x2", CLIP_VISION, 2, 768, args)
 
 
+# ----------------------------------------------------------------------------- training under autocast
+
+
+def train_pair(fitters: dict[str, Any], steps: int, block: int = 10) -> dict[str, dict[str, Any]]:
+    """Step both fitters ``steps`` times in alternating blocks; the "bfloat16" one under CPU autocast."""
+    import torch
+
+    seconds = {name: 0.0 for name in fitters}
+    stats: dict[str, Any] = {}
+    for first in range(0, steps, block):
+        for name, fitter in fitters.items():
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bfloat16"):
+                for step in range(first, min(first + block, steps)):
+                    stats[name] = fitter.step(step, step / steps)
+            seconds[name] += time.perf_counter() - start
+    return {name: {"median": seconds[name], "peak": 0.0, "output": stats[name]} for name in fitters}
+
+
+def _test_psnr(fitter: Any, scene: Any, views: int) -> float:
+    import numpy as np
+
+    from methods.nerf.train import psnr
+
+    picks = scene.test[np.unique(np.linspace(0, len(scene.test) - 1, views).round().astype(int))]
+    return float(np.mean([psnr(fitter.render(int(i)), fitter.ground_truth(int(i))) for i in picks]))
+
+
+def nerf_train(args) -> list[dict]:
+    from methods.nerf.io import load_transforms
+    from methods.nerf.train import FitConfig, SceneFitter
+
+    scene = load_transforms(str(DEFAULT_DATA))
+    config = FitConfig(budget_seconds=1e9, steps=args.train_steps, batch_rays=256, background="random", seed=0)
+    fitters = {name: SceneFitter(scene, config, "cpu") for name in ("float32", "bfloat16")}
+    timed = train_pair(fitters, args.train_steps)
+    for fitter in fitters.values():
+        fitter.field.eval()
+    drift = {f"psnr_{k}": _test_psnr(f, scene, args.test_views) for k, f in fitters.items()}
+    return [row(f"nerf_train x{args.train_steps}", timed, 0.0, 0.0, drift)]
+
+
+def splats_train(args) -> list[dict]:
+    from methods.nerf.io import load_transforms
+    from methods.splats.train import SplatConfig, SplatFitter
+
+    scene = load_transforms(str(DEFAULT_DATA))
+    config = SplatConfig(budget_seconds=1e9, steps=args.train_steps, lr_preset="short", seed=0)
+    fitters = {name: SplatFitter(scene, config, "cpu") for name in ("float32", "bfloat16")}
+    timed = train_pair(fitters, args.train_steps)
+    drift = {f"psnr_{k}": _test_psnr(f, scene, args.test_views) for k, f in fitters.items()}
+    drift["gaussians"] = f"{len(fitters['float32'])}/{len(fitters['bfloat16'])}"
+    return [row(f"splats_train x{args.train_steps}", timed, 0.0, 0.0, drift)]
+
+
+class _GreyGuidance:
+    """A free guidance (the renders' distance to grey): what is left of a step is the field's own cost."""
+
+    name = "grey"
+
+    def loss(self, batch, step):
+        return ((batch.composite() - 0.5) ** 2).mean(), {}
+
+    def close(self) -> None:
+        pass
+
+
+def field_train(args) -> list[dict]:
+    from methods.text_opt.loop import FieldOptimizer, LoopConfig
+
+    steps = max(1, args.train_steps // 4)
+    config = LoopConfig(render_size=64, grid_resolution=64, albedo_fraction=0.0, seed=0)
+    fitters = {name: FieldOptimizer(config, _GreyGuidance(), "cpu") for name in ("float32", "bfloat16")}
+    timed = train_pair(fitters, steps, block=5)
+    drift = {f"loss_{k}": float(timed[k]["output"]["loss"]) for k in fitters}
+    return [row(f"field_train x{steps}", timed, 0.0, 0.0, drift)]
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -400,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=128, help="TripoSR marching-cubes grid")
+    parser.add_argument("--train-steps", type=int, default=200, help="steps of each training stage")
+    parser.add_argument("--test-views", type=int, default=10, help="lego test views for the training PSNR")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch

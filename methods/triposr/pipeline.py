@@ -139,6 +139,9 @@ def run(inputs: Inputs, settings: Any) -> RunGenerator:
 
 
 def _load_text_to_image(checkpoint: str, device: str, dtype: torch.dtype):
+    """The diffusers pipeline with its UNet in ``dtype`` behind float32 inputs and outputs: latents, the
+    scheduler, the VAE decoder and the text encoder (run once; the pipeline takes the latents' dtype from
+    it) stay float32, so the sampler's state is never rounded."""
     from diffusers import AutoPipelineForText2Image
 
     source = checkpoint.strip()
@@ -152,14 +155,16 @@ def _load_text_to_image(checkpoint: str, device: str, dtype: torch.dtype):
             )
         source = str(folder.resolve())
     try:
-        pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype, local_files_only=hub_offline())
+        pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=torch.float32, local_files_only=hub_offline())
     except (OSError, ValueError, TypeError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if checkpoints.is_local(checkpoint):
             first = type(err).__name__
         raise CheckpointError(f"the text-to-image model {checkpoint} cannot be loaded: {first}") from None
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe.to(device)
+    runtime.run_in(pipe.unet, dtype)
+    return pipe
 
 
 def text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes: list[str]) -> RunGenerator:
