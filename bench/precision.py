@@ -97,20 +97,22 @@ def measure(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict
     """Run the calls alternately ``repeats`` times: median seconds, peak added RSS (MB), the last output."""
     from methods import runtime
 
-    out: dict[str, dict[str, Any]] = {name: {"seconds": [], "peak_mb": []} for name in calls}
+    out: dict[str, dict[str, Any]] = {name: {"seconds": [], "cpu": [], "peak_mb": []} for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
             gc.collect()
             with runtime.PeakMemory(interval=0.01) as peak:
                 before = peak.peak_rss_mb
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 result = call()
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
             out[name]["seconds"].append(seconds)
+            out[name]["cpu"].append(cpu)
             out[name]["peak_mb"].append(peak.peak_rss_mb - before)
             out[name]["output"] = result
     for entry in out.values():
         entry["median"] = statistics.median(entry["seconds"])
+        entry["cpu_median"] = statistics.median(entry["cpu"])
         entry["peak"] = max(entry["peak_mb"])
     return out
 
@@ -134,6 +136,9 @@ def row(stage: str, timed: dict[str, dict[str, Any]], w32: float, w16: float, dr
         "fp32_s": fp32["median"],
         "bf16_s": bf16["median"],
         "speedup": fp32["median"] / bf16["median"],
+        "fp32_cpu_s": fp32["cpu_median"],
+        "bf16_cpu_s": bf16["cpu_median"],
+        "cpu_speedup": fp32["cpu_median"] / bf16["cpu_median"],
         "fp32_mb": f"{w32:.0f}+{fp32['peak']:.0f}",
         "bf16_mb": f"{w16:.0f}+{bf16['peak']:.0f}",
         **drift,
@@ -392,15 +397,19 @@ def train_pair(fitters: dict[str, Any], steps: int, block: int = 10) -> dict[str
     import torch
 
     seconds = {name: 0.0 for name in fitters}
+    cpu = {name: 0.0 for name in fitters}
     stats: dict[str, Any] = {}
     for first in range(0, steps, block):
         for name, fitter in fitters.items():
-            start = time.perf_counter()
+            start, started_cpu = time.perf_counter(), time.process_time()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bfloat16"):
                 for step in range(first, min(first + block, steps)):
                     stats[name] = fitter.step(step, step / steps)
             seconds[name] += time.perf_counter() - start
-    return {name: {"median": seconds[name], "peak": 0.0, "output": stats[name]} for name in fitters}
+            cpu[name] += time.process_time() - started_cpu
+    return {
+        name: {"median": seconds[name], "cpu_median": cpu[name], "peak": 0.0, "output": stats[name]} for name in fitters
+    }
 
 
 def _test_psnr(fitter: Any, scene: Any, views: int) -> float:
@@ -475,7 +484,11 @@ def print_table(rows: list[dict]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for line in cells:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
-    print("seconds: medians over the repeats, fp32 and bf16 alternating; *_mb: weights + peak RSS the call added")
+    print(
+        "*_s: wall seconds, *_cpu_s: CPU seconds of this process (the work, whatever the machine's load); "
+        "medians over the repeats, fp32 and bf16 alternating; *_mb: weights + peak RSS the call added",
+        flush=True,
+    )
 
 
 def _cell(value: Any) -> str:
@@ -510,9 +523,13 @@ def main(argv: list[str] | None = None) -> int:
     for stage in args.stages:
         started = time.perf_counter()
         rows.extend(globals()[stage](args))
-        print(f"  {stage}: {time.perf_counter() - started:.0f} s with building", flush=True)
-        if not stage.startswith("triposr") or stage == args.stages[-1]:
-            gc.collect()
+        load = os.getloadavg()[0]
+        print(f"  {stage}: {time.perf_counter() - started:.0f} s with building, load {load:.1f}", flush=True)
+        print_table(rows[-1:])  # as it comes: a long run on a shared machine may be cut short
+        if not any(s.startswith("triposr") for s in args.stages[args.stages.index(stage) + 1 :]):
+            _TRIPOSR.clear()
+        gc.collect()
+    print("\nall stages:")
     print_table(rows)
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     return 0 if all(math.isfinite(r["speedup"]) for r in rows) else 1
