@@ -89,6 +89,20 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+def precision_setting() -> Any:
+    """The ``precision`` field every weight-loading method's Settings declares (methods.runtime.dtype reads it)."""
+    from methods.runtime import PRECISIONS
+
+    return setting(
+        "auto",
+        label="Precision",
+        help="Compute dtype of the networks: auto is bfloat16 on a CPU with AMX or AVX512-BF16, float16 on a GPU, "
+        "float32 elsewhere (TRILEMMA_PRECISION changes what auto means); samplers and grids stay float32.",
+        choices=PRECISIONS,
+        advanced=True,
+    )
+
+
 @dataclass(kw_only=True)
 class Settings:
     """Base of every method's settings. Subclasses add fields made with :func:`setting`."""

@@ -34,6 +34,7 @@ from methods.base import (
     Progress,
     RunGenerator,
     Settings,
+    precision_setting,
     setting,
 )
 from methods.registry import register
@@ -110,6 +111,7 @@ class ShapE(Method):
             label="Remove background",
             help="Image input: cut the object out (alpha, else the border colour), centre it on white.",
         )
+        precision: str = precision_setting()
 
         def validate(self) -> None:
             super().validate()
@@ -161,7 +163,7 @@ class ShapE(Method):
 
         yield Progress("load", 0.0, f"loading {settings.checkpoint}")
         with runtime.timed(stages, "load"):
-            loaded = _load(settings.checkpoint, inputs.modality)
+            loaded = _load(settings.checkpoint, inputs.modality, settings.precision)
         yield Progress("load", 1.0, f"{type(loaded.pipe).__name__} ready on {loaded.device} ({loaded.dtype_name})")
 
         if isinstance(condition, str):
@@ -252,31 +254,39 @@ class _Loaded:
     lock: threading.Lock
 
 
-def load_pipeline(checkpoint: str, modality: str) -> Any:
-    """The cached diffusers pipeline for ``modality`` from ``checkpoint``; CheckpointError when it cannot load."""
-    return _load(checkpoint, modality).pipe
+def load_pipeline(checkpoint: str, modality: str, precision: str = "auto") -> Any:
+    """The cached diffusers pipeline for ``modality`` from ``checkpoint``; CheckpointError when it cannot load.
+
+    The prior and the CLIP encoder run in ``runtime.dtype(device, precision)`` behind float32 inputs and
+    outputs: the latents, the Heun scheduler and the renderer (signed distances, colours) stay float32.
+    """
+    return _load(checkpoint, modality, precision).pipe
 
 
-def _load(checkpoint: str, modality: str) -> _Loaded:
+def _load(checkpoint: str, modality: str, precision: str = "auto") -> _Loaded:
     if modality not in PIPELINE_CLASSES:
         raise InvalidInput(f"shap-e does not take {modality} input (it takes text or an image)")
     source = _resolve_checkpoint(checkpoint, modality)
     dev = runtime.device()
-    dtype = runtime.dtype(dev)
+    dtype = runtime.dtype(dev, precision)
     dtype_name = str(dtype).removeprefix("torch.")
     key = f"{PIPELINE_CLASSES[modality]}:{source}:{dev}:{dtype_name}"
 
     def loader() -> _Loaded:
         import diffusers
+        import torch
 
         cls = getattr(diffusers, PIPELINE_CLASSES[modality])
         try:
             # local_files_only when offline: otherwise the hub client retries for ~25 s before failing
-            pipe = cls.from_pretrained(source, dtype=dtype, local_files_only=registry.hub_offline())
+            pipe = cls.from_pretrained(source, dtype=torch.float32, local_files_only=registry.hub_offline())
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(_checkpoint_message(checkpoint, modality, exc)) from exc
         pipe.set_progress_bar_config(disable=True)  # progress goes through Progress events instead
         pipe.to(dev)  # attention already uses torch SDPA (diffusers' and transformers' default on torch 2)
+        encoder = pipe.text_encoder if modality == "text" else pipe.image_encoder
+        for network in (pipe.prior, encoder):  # the matmul-bound parts; the renderer's grids stay float32
+            runtime.run_in(network, dtype)
         return _Loaded(pipe=pipe, device=dev, dtype_name=dtype_name, lock=threading.Lock())
 
     return runtime.get_model(key, loader)

@@ -11,6 +11,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The suite proves architectures, not precisions: float32 wherever "auto" would pick bfloat16 (a test of
+# bfloat16 asks for it by name, tests/test_precision.py).
+os.environ["TRILEMMA_PRECISION"] = "float32"
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -70,7 +70,15 @@ def test_spec_and_per_modality_defaults() -> None:
     assert (image.checkpoint, image.guidance_scale) == ("openai/shap-e-img2img", 3.0)
     assert text.num_inference_steps == 64 and text.frame_size % 32 == 0 and image.remove_background is True
     names = [row["name"] for row in ShapE.Settings.describe()]
-    assert names == ["seed", "checkpoint", "guidance_scale", "num_inference_steps", "frame_size", "remove_background"]
+    assert names == [
+        "seed",
+        "checkpoint",
+        "guidance_scale",
+        "num_inference_steps",
+        "frame_size",
+        "remove_background",
+        "precision",
+    ]
 
 
 def test_frame_size_must_be_a_multiple_of_32(tiny_shap_e_text: Path) -> None:

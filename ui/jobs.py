@@ -106,6 +106,7 @@ class SlotState:
     viewer_note: str = ""  # says when the view is reduced
     renders: list[tuple[str, str]] = field(default_factory=list)  # what the metrics saw: (thumbnail, caption)
     preview: str | None = None  # the latest preview render of a training method (PNG), while it runs
+    precision: str = ""  # the dtype the networks run in, shown beside the stage
 
     def status_markdown(self) -> str:
         if self.state == "queued":
@@ -113,6 +114,7 @@ class SlotState:
         if self.state == "running":
             done = f" {self.fraction:.0%}" if self.fraction is not None else ""
             line = f"⚙️ **{STAGE_WORDS.get(self.stage, self.stage) or 'starting'}**{done}"
+            line += f" · {self.precision}" if self.precision else ""
             line += f" — {self.message}" if self.message else ""
             return line + (f" (expected: {self.expected})" if self.expected else "")
         reduced = f"\n\n🔎 {self.viewer_note}" if self.viewer_note else ""
@@ -384,6 +386,7 @@ def _run_one(
                     p = event.progress
                     new_stage = p.stage != slot.stage
                     slot.stage, slot.fraction, slot.message = p.stage, p.fraction, p.message
+                    slot.precision = event.precision
                     if p.preview is not None:
                         _keep_preview(slot, p.preview)
                     # a new stage (e.g. meshing after training) always shows, whatever the throttle says

@@ -36,6 +36,7 @@ class RunEvent:
     metric: MetricRow | None = None
     record: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    precision: str = ""  # the dtype the method's networks run in (methods.runtime.precision_record)
 
 
 def new_run_id(method_id: str) -> str:
@@ -95,12 +96,17 @@ def execute(
         "inputs": inputs.describe(),
         "settings": resolved.to_dict(),
         "seed": int(resolved.seed),
-        "hardware": {**runtime.hardware(), "process": process_tag()},  # who runs it: see close_dead_runs
+        "hardware": {
+            **runtime.hardware(),
+            "process": process_tag(),  # who runs it: see close_dead_runs
+            "precision": runtime.precision_record(getattr(resolved, "precision", None)),
+        },
         "versions": runtime.versions(),
         "protocol_version": PROTOCOL_VERSION,
         "created": time.time(),
     }
     store.start_run(record)
+    precision = record["hardware"]["precision"]["dtype"]
     stages: dict[str, float] = {}
     metric_rows: list[MetricRow] = []
     try:
@@ -113,7 +119,7 @@ def execute(
                 except StopIteration as stop:
                     asset: Asset = stop.value
                     break
-                yield RunEvent("progress", run_id, method.id, progress=progress)
+                yield RunEvent("progress", run_id, method.id, progress=progress, precision=precision)
             if not isinstance(asset, Asset):
                 raise MethodError(f"{method.id} returned {type(asset).__name__}, not an Asset")
             method_seconds = time.perf_counter() - started

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
 from methods.point_e import configs
 from methods.registry import register
 
@@ -72,6 +72,7 @@ class PointESettings(Settings):
         help="CLIP ViT-L/14 as a Hugging Face repo id or directory (the official models were trained with it).",
         advanced=True,
     )
+    precision: str = precision_setting()
 
     def validate(self) -> None:
         super().validate()

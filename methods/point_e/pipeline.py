@@ -48,7 +48,9 @@ class PointEModels:
 
     def model(self, name: str, path) -> torch.nn.Module:
         if name not in self._models:
-            self._models[name] = checkpoints.load_model(name, path, self.device, self.dtype)
+            # the SDF model is small and its values are the grid marching cubes reads: float32 always
+            dtype = torch.float32 if name == "sdf" else self.dtype
+            self._models[name] = checkpoints.load_model(name, path, self.device, dtype)
         return self._models[name]
 
     def clip(self) -> CLIPConditioner:
@@ -124,7 +126,7 @@ def run(inputs: Inputs, settings: PointESettings) -> RunGenerator:
     seconds: dict[str, float] = {}
     notes: list[str] = []
     device = runtime.device()
-    dtype = runtime.dtype(device)
+    dtype = runtime.dtype(device, settings.precision)
     clock = _StageClock(seconds, device)
 
     # checkpoints: download what is missing (yields progress), then load

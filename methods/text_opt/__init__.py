@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
 from methods.registry import register
 
 SD_CHECKPOINT = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -81,6 +81,7 @@ class TextOptSettings(Settings):
         max=2000000,
         advanced=True,
     )
+    precision: str = precision_setting()
 
     def validate(self) -> None:
         super().validate()

@@ -155,11 +155,14 @@ def resolve_clip_checkpoint(checkpoint: str) -> str:
     return str(path.resolve())
 
 
-def load_clip(checkpoint: str = CLIP_CHECKPOINT, device: str | None = None) -> ClipParts:
-    """CLIPModel and CLIPTokenizer from ``checkpoint`` (mean / std from its image processor when it has one)."""
+def load_clip(checkpoint: str = CLIP_CHECKPOINT, device: str | None = None, precision: str = "auto") -> ClipParts:
+    """CLIPModel and CLIPTokenizer from ``checkpoint`` (mean / std from its image processor when it has one).
+
+    The model runs in ``runtime.dtype(device, precision)``; the renders, augmentations and loss stay float32.
+    """
     source = resolve_clip_checkpoint(checkpoint)
     dev = device or runtime.device()
-    dtype = runtime.dtype(dev)
+    dtype = runtime.dtype(dev, precision)
     key = f"dreamfields-clip:{source}:{dev}:{str(dtype).removeprefix('torch.')}"
 
     def loader() -> ClipParts:

@@ -70,7 +70,7 @@ def run_dreamfusion(inputs: Inputs, settings) -> Generator[Progress, None, Asset
     def guidance(device: str) -> Guidance:
         from methods.text_opt.sds import StableDiffusionGuidance, load_stable_diffusion
 
-        parts = load_stable_diffusion(settings.checkpoint, device)
+        parts = load_stable_diffusion(settings.checkpoint, device, settings.precision)
         return StableDiffusionGuidance(parts, inputs.prompt, float(settings.guidance_scale), seed=int(settings.seed))
 
     notes = [
@@ -85,7 +85,7 @@ def run_dreamfields(inputs: Inputs, settings) -> Generator[Progress, None, Asset
     def guidance(device: str) -> Guidance:
         from methods.text_opt.clip_guidance import DreamFieldsGuidance, load_clip
 
-        parts = load_clip(settings.checkpoint, device)
+        parts = load_clip(settings.checkpoint, device, settings.precision)
         return DreamFieldsGuidance(
             parts,
             inputs.prompt,

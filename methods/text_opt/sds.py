@@ -133,11 +133,17 @@ def resolve_checkpoint(checkpoint: str) -> str:
     return str(path.resolve())
 
 
-def load_stable_diffusion(checkpoint: str = SD_CHECKPOINT, device: str | None = None) -> StableDiffusionParts:
-    """UNet, VAE (encoder), text encoder, tokenizer and DDPM scheduler from ``checkpoint``, cached and frozen."""
+def load_stable_diffusion(
+    checkpoint: str = SD_CHECKPOINT, device: str | None = None, precision: str = "auto"
+) -> StableDiffusionParts:
+    """UNet, VAE (encoder), text encoder, tokenizer and DDPM scheduler from ``checkpoint``, cached and frozen.
+
+    The UNet and text encoder run in ``runtime.dtype(device, precision)``; the VAE encoder, the latents and the
+    noise schedule stay float32.
+    """
     source = resolve_checkpoint(checkpoint)
     dev = device or runtime.device()
-    dtype = runtime.dtype(dev)
+    dtype = runtime.dtype(dev, precision)
     key = f"sds:{source}:{dev}:{str(dtype).removeprefix('torch.')}"
 
     def loader() -> StableDiffusionParts:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "stabilityai/TripoSR"
@@ -60,6 +60,7 @@ class TripoSRSettings(Settings):
         help="Hugging Face repo id (config.yaml + model.ckpt) or a local folder holding them.",
         advanced=True,
     )
+    precision: str = precision_setting()
 
     def validate(self) -> None:
         super().validate()
@@ -105,8 +106,9 @@ class TripoSRMethod(Method):
     needs_gpu = False
     seconds_gpu = 1.0
     # 2 CPU cores, float32, mc_resolution 128: 16-19 s end to end in bench/triposr.py (encode ~12 s, grid
-    # ~1.3 s, marching cubes, colours, export ~1 s each), plus loading the 1.7 GB checkpoint the first time
-    seconds_cpu = 20.0
+    # ~1.3 s, marching cubes, colours, export ~1 s each), plus loading the 1.7 GB checkpoint the first time;
+    # bfloat16 (auto on a CPU with AVX512-BF16) takes 1.4x fewer CPU seconds end to end (bench/precision.py)
+    seconds_cpu = 14.0
     vram_gb = 4.0
     version = "1"
     Settings: ClassVar[type[Settings]] = TripoSRSettings

@@ -37,9 +37,10 @@ class _Clock:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def load(checkpoint: str) -> tuple[TripoSR, str, torch.dtype]:
+def load(checkpoint: str, precision: str = "auto") -> tuple[TripoSR, str, torch.dtype]:
+    """The cached model: image encoder and transformer in ``runtime.dtype(device, precision)``, decoder float32."""
     device = runtime.device()
-    dtype = runtime.dtype(device)
+    dtype = runtime.dtype(device, precision)
     key = f"triposr|{checkpoint}|{device}|{dtype}"
     model = runtime.get_model(key, lambda: checkpoints.load_model(checkpoint, device, dtype))
     return model, device, dtype
@@ -65,7 +66,7 @@ def reconstruct(prepared: Image.Image, settings: Any, seconds: dict[str, float],
     """TripoSR on the prepared input; yields Progress, returns the Asset (+Y up, our frame)."""
     yield Progress("load", 0.0, f"loading TripoSR {settings.checkpoint}")
     start = time.perf_counter()
-    model, device, dtype = load(settings.checkpoint)
+    model, device, dtype = load(settings.checkpoint, settings.precision)
     clock = _Clock(seconds, device)
     clock.add("load", start)
     yield Progress("load", 1.0, f"TripoSR ready on {device} ({str(dtype).removeprefix('torch.')})")
@@ -138,6 +139,9 @@ def run(inputs: Inputs, settings: Any) -> RunGenerator:
 
 
 def _load_text_to_image(checkpoint: str, device: str, dtype: torch.dtype):
+    """The diffusers pipeline with its UNet in ``dtype`` behind float32 inputs and outputs: latents, the
+    scheduler, the VAE decoder and the text encoder (run once; the pipeline takes the latents' dtype from
+    it) stay float32, so the sampler's state is never rounded."""
     from diffusers import AutoPipelineForText2Image
 
     source = checkpoint.strip()
@@ -151,19 +155,21 @@ def _load_text_to_image(checkpoint: str, device: str, dtype: torch.dtype):
             )
         source = str(folder.resolve())
     try:
-        pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype, local_files_only=hub_offline())
+        pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=torch.float32, local_files_only=hub_offline())
     except (OSError, ValueError, TypeError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if checkpoints.is_local(checkpoint):
             first = type(err).__name__
         raise CheckpointError(f"the text-to-image model {checkpoint} cannot be loaded: {first}") from None
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe.to(device)
+    runtime.run_in(pipe.unet, dtype)
+    return pipe
 
 
 def text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes: list[str]) -> RunGenerator:
     device = runtime.device()
-    dtype = runtime.dtype(device)
+    dtype = runtime.dtype(device, settings.precision)
     yield Progress("text_to_image", 0.0, f"loading {settings.image_model}")
     start = time.perf_counter()
     key = f"triposr-t2i|{settings.image_model}|{device}|{dtype}"

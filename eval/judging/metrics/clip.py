@@ -69,13 +69,21 @@ class CLIPScorer:
     tokenizer: Any
     checkpoint: str
     device: str = "cpu"
+    dtype: Any = None  # the compute dtype (methods.runtime.dtype); embeddings are float32 whatever it is
     _texts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(
-        cls, checkpoint: str = DEFAULT_CLIP, device: str | None = None, allow_download: bool = False
+        cls,
+        checkpoint: str = DEFAULT_CLIP,
+        device: str | None = None,
+        allow_download: bool = False,
+        precision: str = "auto",
     ) -> CLIPScorer:
         """The scorer for ``checkpoint`` from the model cache, loading it on first use.
+
+        The model runs in ``runtime.dtype(device, precision)`` (bfloat16 on a CPU that has it): the dtype is
+        stored with every number (``describe``); cosines and scores are computed in float32.
 
         Raises CLIPUnavailable with the reason when it cannot be loaded.
         """
@@ -85,6 +93,7 @@ class CLIPScorer:
         if reason:
             raise CLIPUnavailable(reason)
         dev = device or runtime.device()
+        dtype = runtime.dtype(dev, precision)
 
         def loader() -> CLIPScorer:
             from transformers import CLIPModel, CLIPTokenizer
@@ -95,9 +104,9 @@ class CLIPScorer:
                 tokenizer = CLIPTokenizer.from_pretrained(checkpoint, local_files_only=local_only)
             except (OSError, ValueError) as exc:
                 raise CLIPUnavailable(f"cannot load {checkpoint}: {exc}") from None
-            return cls(model.to(dev).float().eval(), tokenizer, checkpoint, dev)
+            return cls(model.to(dev, dtype).eval(), tokenizer, checkpoint, dev, dtype)
 
-        return runtime.get_model(f"clip-scorer:{checkpoint}:{dev}", loader)
+        return runtime.get_model(f"clip-scorer:{checkpoint}:{dev}:{dtype}", loader)
 
     @property
     def image_size(self) -> int:
@@ -108,6 +117,7 @@ class CLIPScorer:
             "clip_model": self.checkpoint,
             "clip_preprocess": f"8-bit RGB, bicubic to {self.image_size}, OpenAI mean/std",
             "clip_device": self.device,
+            "clip_dtype": str(self.dtype or "torch.float32").removeprefix("torch."),
         }
 
     def embed_images(self, images: np.ndarray) -> Any:
@@ -125,7 +135,7 @@ class CLIPScorer:
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255.0
         mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
-        x = ((x - mean) / std).to(self.device)
+        x = ((x - mean) / std).to(self.device, self.dtype or torch.float32)
         with torch.inference_mode():
             out = self.model.get_image_features(pixel_values=x)
         emb = _pooled(out).float().cpu()
