@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.base import InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "tencent/Hunyuan3D-2mini"
@@ -94,6 +94,7 @@ class Hunyuan3DSettings(Settings):
         "model.fp16.safetensors (or a root holding the variant's sub-folder).",
         advanced=True,
     )
+    precision: str = precision_setting()
 
     def validate(self) -> None:
         super().validate()

@@ -195,7 +195,8 @@ def reconstruct(pixels: np.ndarray, settings: Any, seconds: dict[str, float], no
 
     yield Progress("load", 0.0, f"loading Hunyuan3D-2mini ({settings.variant}) {settings.checkpoint}")
     start = time.perf_counter()
-    model = load(settings.checkpoint, settings.variant)
+    device = runtime.device()
+    model = load(settings.checkpoint, settings.variant, device, runtime.dtype(device, settings.precision))
     device, dtype = _where(model)
     clock = _Clock(seconds, str(device))
     clock.add("load", start)
@@ -278,7 +279,7 @@ def _text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes:
     from methods.latent3d.text_image import text_to_image
 
     device = runtime.device()
-    dtype = runtime.dtype(device)
+    dtype = runtime.dtype(device, settings.precision)
     yield Progress("text_to_image", 0.0, f"{settings.image_model}: {settings.image_steps} denoising steps")
     start = time.perf_counter()
     image = text_to_image(

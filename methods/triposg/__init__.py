@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import InvalidSettings, Method, RunGenerator, Settings, setting
+from methods.base import InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "VAST-AI/TripoSG"
@@ -73,6 +73,7 @@ class TripoSGSettings(Settings):
         help="Hugging Face repo id or a local folder of the same layout (model_index.json and its component folders).",
         advanced=True,
     )
+    precision: str = precision_setting()
 
     def validate(self) -> None:
         super().validate()

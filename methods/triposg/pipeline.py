@@ -167,7 +167,8 @@ def reconstruct(prepared: Image.Image, settings: Any, seconds: dict[str, float],
     """TripoSG on the prepared input; yields Progress, returns the Asset (+Y up)."""
     yield Progress("load", 0.0, f"loading TripoSG {settings.checkpoint}")
     start = time.perf_counter()
-    model = load(settings.checkpoint)
+    device = runtime.device()
+    model = load(settings.checkpoint, device, runtime.dtype(device, settings.precision))
     clock = _Clock(seconds, model.device)
     clock.add("load", start)
     yield Progress("load", 1.0, f"TripoSG ready on {model.device} ({str(model.dtype).removeprefix('torch.')})")
@@ -244,7 +245,7 @@ def _text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes:
     from methods.latent3d.text_image import text_to_image
 
     device = runtime.device()
-    dtype = runtime.dtype(device)
+    dtype = runtime.dtype(device, settings.precision)
     yield Progress("text_to_image", 0.0, f"{settings.image_model}: {settings.image_steps} denoising steps")
     start = time.perf_counter()
     image = text_to_image(
