@@ -36,7 +36,7 @@ class RunEvent:
     metric: MetricRow | None = None
     record: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
-    precision: str = ""  # the dtype the method's networks run in (methods.runtime.precision_record)
+    precision: str = ""  # the dtype a weight-loading method's networks run in ("" for the others)
 
 
 def new_run_id(method_id: str) -> str:
@@ -106,7 +106,9 @@ def execute(
         "created": time.time(),
     }
     store.start_run(record)
-    precision = record["hardware"]["precision"]["dtype"]
+    # the slot shows the dtype of methods that load weights; the others run float32 and say nothing of it
+    chosen = record["hardware"]["precision"]
+    precision = chosen["dtype"] if chosen["setting"] is not None else ""
     stages: dict[str, float] = {}
     metric_rows: list[MetricRow] = []
     try:
