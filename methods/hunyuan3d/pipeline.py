@@ -33,6 +33,7 @@ from methods import runtime
 from methods.base import Asset, InvalidInput, InvalidSettings, Mesh, Progress, RunGenerator
 from methods.hunyuan3d import checkpoints, preprocess, schedule
 from methods.hunyuan3d.model import Hunyuan3D
+from methods.image_to_3d import Clock, generated_image, text_prompt, text_stage
 from methods.latent3d import (
     FlowConvention,
     FlowStep,
@@ -50,17 +51,6 @@ HIERARCHICAL_BAND = 0.95  # |logit| below this counts as near the surface (as th
 MC_LEVEL = 0.0
 HUNYUAN = FlowConvention(sign=1.0, time_scale=1.0, batch_order="cond_first")
 HUNYUAN_GUIDANCE_EMBED = FlowConvention(sign=1.0, time_scale=1.0, batch_order="cond_first", guidance_embed=True)
-
-
-class _Clock:
-    def __init__(self, seconds: dict[str, float], device: str):
-        self.seconds = seconds
-        self.cuda = device.startswith("cuda")
-
-    def add(self, stage: str, start: float) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _where(model: Hunyuan3D) -> tuple[torch.device, torch.dtype]:
@@ -198,7 +188,7 @@ def reconstruct(pixels: np.ndarray, settings: Any, seconds: dict[str, float], no
     device = runtime.device()
     model = load(settings.checkpoint, settings.variant, device, runtime.dtype(device, settings.precision))
     device, dtype = _where(model)
-    clock = _Clock(seconds, str(device))
+    clock = Clock(seconds, str(device))
     clock.add("load", start)
     yield Progress("load", 1.0, f"Hunyuan3D-2mini ready on {device} ({str(dtype).removeprefix('torch.')})")
 
@@ -256,39 +246,12 @@ def run(inputs: Any, settings: Any) -> RunGenerator:
         asset = yield from reconstruct(pixels, settings, seconds, notes)
         asset.views["hunyuan3d_input"] = recentred
         return asset
-    if inputs.modality != "text":
-        raise InvalidInput(f"hunyuan3d-2mini takes an image or text, not {inputs.modality}")
-    if not isinstance(settings, Hunyuan3DTextSettings):
-        raise InvalidSettings("hunyuan3d-2mini on text needs the text settings (image_model, image_steps, ...)")
-    if not inputs.prompt or not inputs.prompt.strip():
-        raise InvalidInput("the prompt is empty: describe the object to generate")
-    prompt = " ".join(inputs.prompt.split())
+    prompt = text_prompt(inputs, settings, "hunyuan3d-2mini", Hunyuan3DTextSettings, "image_model, image_steps, ...")
     config = _read_config(settings)
-    image = yield from _text_to_image(prompt, settings, seconds, notes)
-    try:
+    image = yield from text_stage(prompt, settings, seconds, notes, "Hunyuan3D-2mini made the shape")
+    with generated_image():
         pixels, recentred = prepare(image, config.image_size, config.border_ratio, seconds, notes)
-    except InvalidInput as err:
-        raise InvalidInput(f"the image generated from the prompt cannot be used: {err}") from None
     asset = yield from reconstruct(pixels, settings, seconds, notes)
     asset.views["hunyuan3d_input"] = recentred
     asset.views["text_to_image"] = image
     return asset
-
-
-def _text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes: list[str]) -> RunGenerator:
-    from methods.latent3d.text_image import text_to_image
-
-    device = runtime.device()
-    dtype = runtime.dtype(device, settings.precision)
-    yield Progress("text_to_image", 0.0, f"{settings.image_model}: {settings.image_steps} denoising steps")
-    start = time.perf_counter()
-    image = text_to_image(
-        prompt, settings.image_model, settings.image_steps, settings.image_guidance, settings.seed, device, dtype
-    )
-    seconds["text_to_image"] = time.perf_counter() - start
-    notes.append(
-        f"two stages: {settings.image_model} made a {image.width}x{image.height} image from the prompt "
-        "(+ an object-on-white suffix), then Hunyuan3D-2mini made the shape"
-    )
-    yield Progress("text_to_image", 1.0, "image generated", preview=np.asarray(image))
-    return image

@@ -26,6 +26,7 @@ from PIL import Image
 
 from methods import runtime
 from methods.base import Asset, InvalidInput, InvalidSettings, Mesh, Progress, RunGenerator
+from methods.image_to_3d import Clock, generated_image, text_prompt, text_stage
 from methods.latent3d import (
     TRIPOSG,
     FlowStep,
@@ -45,17 +46,6 @@ BOUNDS = (-1.005, -1.005, -1.005, 1.005, 1.005, 1.005)  # the official default
 NUM_TOKENS = 2048
 COARSE_CELLS = 64  # smallest first level of the hierarchical decode (refined by halving cells up to the resolution)
 HIERARCHICAL_BAND = 0.95  # |logit| below this counts as near the surface (as the official flash refinement)
-
-
-class _Clock:
-    def __init__(self, seconds: dict[str, float], device: str):
-        self.seconds = seconds
-        self.cuda = device.startswith("cuda")
-
-    def add(self, stage: str, start: float) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def load(checkpoint: str, device: str | None = None, dtype: torch.dtype | None = None) -> TripoSG:
@@ -169,7 +159,7 @@ def reconstruct(prepared: Image.Image, settings: Any, seconds: dict[str, float],
     start = time.perf_counter()
     device = runtime.device()
     model = load(settings.checkpoint, device, runtime.dtype(device, settings.precision))
-    clock = _Clock(seconds, model.device)
+    clock = Clock(seconds, model.device)
     clock.add("load", start)
     yield Progress("load", 1.0, f"TripoSG ready on {model.device} ({str(model.dtype).removeprefix('torch.')})")
 
@@ -224,37 +214,10 @@ def run(inputs: Any, settings: Any) -> RunGenerator:
         prepared = prepare(inputs.image, seconds, notes)  # before loading 2 GB of weights
         asset = yield from reconstruct(prepared, settings, seconds, notes)
         return asset
-    if inputs.modality != "text":
-        raise InvalidInput(f"triposg takes an image or text, not {inputs.modality}")
-    if not isinstance(settings, TripoSGTextSettings):
-        raise InvalidSettings("triposg on text needs the text settings (image_model, image_steps, image_guidance)")
-    if not inputs.prompt or not inputs.prompt.strip():
-        raise InvalidInput("the prompt is empty: describe the object to generate")
-    prompt = " ".join(inputs.prompt.split())
-    image = yield from _text_to_image(prompt, settings, seconds, notes)
-    try:
+    prompt = text_prompt(inputs, settings, "triposg", TripoSGTextSettings)
+    image = yield from text_stage(prompt, settings, seconds, notes, "TripoSG made the shape")
+    with generated_image():
         prepared = prepare(image, seconds, notes)
-    except InvalidInput as err:
-        raise InvalidInput(f"the image generated from the prompt cannot be used: {err}") from None
     asset = yield from reconstruct(prepared, settings, seconds, notes)
     asset.views["text_to_image"] = image
     return asset
-
-
-def _text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes: list[str]) -> RunGenerator:
-    from methods.latent3d.text_image import text_to_image
-
-    device = runtime.device()
-    dtype = runtime.dtype(device, settings.precision)
-    yield Progress("text_to_image", 0.0, f"{settings.image_model}: {settings.image_steps} denoising steps")
-    start = time.perf_counter()
-    image = text_to_image(
-        prompt, settings.image_model, settings.image_steps, settings.image_guidance, settings.seed, device, dtype
-    )
-    seconds["text_to_image"] = time.perf_counter() - start
-    notes.append(
-        f"two stages: {settings.image_model} made a {image.width}x{image.height} image from the prompt "
-        "(+ an object-on-white suffix), then TripoSG made the shape"
-    )
-    yield Progress("text_to_image", 1.0, "image generated", preview=np.asarray(image))
-    return image
