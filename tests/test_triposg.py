@@ -9,7 +9,6 @@ Diffusion. Parity with the official code is tests/test_triposg_parity.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import methods
 from methods import registry, runtime
 from methods.base import Asset, CheckpointError, Inputs, InvalidInput
 from methods.triposg import TripoSGSettings, TripoSGTextSettings, checkpoints, pipeline
+from tests.image_to_3d_helpers import offline_hub_cache
 from tests.tiny_triposg import TINY_TOKENS, build_tiny_triposg, reference_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +83,7 @@ def test_defaults_follow_the_hardware_and_the_modality(monkeypatch):
 
 
 def test_hub_checkpoint_not_cached_offline_is_unavailable_with_the_reason(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hub
-    from huggingface_hub import scan_cache_dir
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module in (hub, sys.modules[scan_cache_dir.__module__]):
-        monkeypatch.setattr(module, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    offline_hub_cache(monkeypatch, tmp_path / "empty-cache")
     status = registry.availability("triposg", "image")
     assert not status.ok and "VAST-AI/TripoSG" in status.reason and "HF_HUB_OFFLINE" in status.reason
     with pytest.raises(CheckpointError, match="not in the cache and downloads are offline"):
@@ -97,23 +92,7 @@ def test_hub_checkpoint_not_cached_offline_is_unavailable_with_the_reason(monkey
 
 def test_hub_checkpoint_loads_from_the_cache_offline(monkeypatch, tmp_path, tiny_triposg):
     """The default path: snapshot_download of the configs and weights, served from an HF cache with no network."""
-    import huggingface_hub.constants as hub
-    from huggingface_hub import scan_cache_dir
-
-    repo = tmp_path / "hub" / "models--tiny--TripoSG"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    for file in [p for p in tiny_triposg.rglob("*") if p.is_file()]:  # the hub cache layout: blobs + links
-        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(file, blob)
-        link = snapshot / file.relative_to(tiny_triposg)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(blob)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module in (hub, sys.modules[scan_cache_dir.__module__]):
-        monkeypatch.setattr(module, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = offline_hub_cache(monkeypatch, tmp_path / "hub", "tiny/TripoSG", tiny_triposg)
     assert checkpoints.resolve("tiny/TripoSG") == snapshot
     status = registry.availability(registry.get("triposg"), "image", _settings("tiny/TripoSG"))
     assert status.ok and "in the Hugging Face cache" in status.reason
