@@ -37,12 +37,14 @@ from methods.image_to_3d import Clock, generated_image, text_prompt, text_stage
 from methods.latent3d import (
     FlowConvention,
     FlowStep,
+    denoise_stage,
     dense_grid,
     flow_steps,
     grid_axes,
     hierarchical_grid,
     index_to_world,
     marching_cubes,
+    mesh_stage,
 )
 
 BOX = 1.01  # the official box_v
@@ -197,31 +199,18 @@ def reconstruct(pixels: np.ndarray, settings: Any, seconds: dict[str, float], no
     clock.add("encode", start)
     latents = initial_latents(model, settings.seed)
     steps, guidance = settings.resolved_steps(), float(settings.guidance_scale)
-    yield Progress("denoise", 0.0, f"{steps} flow steps, guidance {guidance:g}")
-    start = time.perf_counter()
-    for step in denoise(model, cond, uncond, latents, steps, guidance):
-        latents = step.latents
-        clock.add("denoise", start)
-        start = time.perf_counter()
-        yield Progress("denoise", (step.index + 1) / step.total, f"step {step.index + 1}/{step.total}")
-    if not torch.isfinite(latents).all():
-        raise InvalidSettings("the sampled latents are not finite; lower the guidance scale or use float32")
-
-    start = time.perf_counter()
-    query = field_query(model, latents)
-    clock.add("vae_decode", start)
-    res = int(settings.grid_resolution)
-    coarse = coarse_cells(res, bool(settings.hierarchical))
-    how = f"coarse-to-fine from {coarse}" if coarse < res else "dense"
-    yield Progress("decode_grid", 0.0, f"occupancy on a {res}^3 grid ({how})")
-    start = time.perf_counter()
-    grid = field_grid(query, res, int(settings.chunk_size), bool(settings.hierarchical), device=device)
-    clock.add("decode_grid", start)
-    yield Progress("marching_cubes", 0.0, "marching cubes")
-    start = time.perf_counter()
-    vertices, faces = extract_mesh(grid)
-    clock.add("marching_cubes", start)
-    yield Progress("marching_cubes", 1.0, f"{len(vertices)} vertices, {len(faces)} faces")
+    flow = denoise(model, cond, uncond, latents, steps, guidance)
+    latents = yield from denoise_stage(flow, latents, steps, guidance, clock)
+    res, chunk, hierarchical = int(settings.grid_resolution), int(settings.chunk_size), bool(settings.hierarchical)
+    vertices, faces, how = yield from mesh_stage(
+        lambda: field_query(model, latents),
+        lambda query: field_grid(query, res, chunk, hierarchical, device=device),
+        extract_mesh,
+        "occupancy",
+        res,
+        coarse_cells(res, hierarchical),
+        clock,
+    )
     notes.append(
         f"Hunyuan3D-2mini {settings.variant}: {steps} steps, guidance {guidance:g}, grid {res} ({how}), "
         f"{str(dtype).removeprefix('torch.')} on {device}"

@@ -27,6 +27,10 @@ Public API (stable; models import these names from ``methods.latent3d``):
     ``marching_cubes(grid, level, inside, what, outward=False)`` -> (grid-index vertices, faces; skimage's
     winding, inward right-hand normals, unless ``outward``);
     ``index_to_world(vertices, bounds, points, divisor=None)``.
+``stages``
+    ``denoise_stage(flow, latents, steps, guidance, clock)`` and ``mesh_stage(decode, grid_of, extract_mesh,
+    field, resolution, coarse, clock)``: the run's denoise and grid-to-mesh stages as Progress generators, each
+    stage's seconds added by ``clock`` (``methods.image_to_3d.Clock``).
 
 Everything takes explicit ``device`` / ``dtype`` from its tensors; nothing here probes hardware.
 """
@@ -46,6 +50,7 @@ from methods.latent3d.sampler import (
     timesteps_of,
     uses_cfg,
 )
+from methods.latent3d.stages import denoise_stage, mesh_stage
 
 __all__ = [
     "DinoConditioner",
@@ -70,4 +75,6 @@ __all__ = [
     "sample",
     "timesteps_of",
     "uses_cfg",
+    "denoise_stage",
+    "mesh_stage",
 ]

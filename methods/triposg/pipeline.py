@@ -31,12 +31,14 @@ from methods.latent3d import (
     TRIPOSG,
     FlowStep,
     bit_image_pixels,
+    denoise_stage,
     dense_grid,
     flow_steps,
     grid_axes,
     hierarchical_grid,
     index_to_world,
     marching_cubes,
+    mesh_stage,
     rectified_flow_sigmas,
 )
 from methods.triposg import checkpoints, preprocess
@@ -168,31 +170,18 @@ def reconstruct(prepared: Image.Image, settings: Any, seconds: dict[str, float],
     clock.add("encode", start)
     latents = initial_latents(model, settings.seed, int(settings.num_tokens))
     steps, guidance = int(settings.steps), float(settings.guidance_scale)
-    yield Progress("denoise", 0.0, f"{steps} flow steps, guidance {guidance:g}")
-    start = time.perf_counter()
-    for step in denoise(model, cond, uncond, latents, steps, guidance):
-        latents = step.latents
-        clock.add("denoise", start)
-        start = time.perf_counter()
-        yield Progress("denoise", (step.index + 1) / step.total, f"step {step.index + 1}/{step.total}")
-    if not torch.isfinite(latents).all():
-        raise InvalidSettings("the sampled latents are not finite; lower the guidance scale or use float32")
-
-    start = time.perf_counter()
-    query = field_query(model, latents)
-    clock.add("vae_decode", start)
-    res = int(settings.grid_resolution)
-    coarse = coarse_cells(res, bool(settings.hierarchical))
-    how = f"coarse-to-fine from {coarse}" if coarse < res else "dense"
-    yield Progress("decode_grid", 0.0, f"field on a {res}^3 grid ({how})")
-    start = time.perf_counter()
-    grid = field_grid(query, res, int(settings.chunk_size), bool(settings.hierarchical), device=model.device)
-    clock.add("decode_grid", start)
-    yield Progress("marching_cubes", 0.0, "marching cubes")
-    start = time.perf_counter()
-    vertices, faces = extract_mesh(grid)
-    clock.add("marching_cubes", start)
-    yield Progress("marching_cubes", 1.0, f"{len(vertices)} vertices, {len(faces)} faces")
+    flow = denoise(model, cond, uncond, latents, steps, guidance)
+    latents = yield from denoise_stage(flow, latents, steps, guidance, clock)
+    res, chunk, hierarchical = int(settings.grid_resolution), int(settings.chunk_size), bool(settings.hierarchical)
+    vertices, faces, how = yield from mesh_stage(
+        lambda: field_query(model, latents),
+        lambda query: field_grid(query, res, chunk, hierarchical, device=model.device),
+        extract_mesh,
+        "field",
+        res,
+        coarse_cells(res, hierarchical),
+        clock,
+    )
     notes.append(
         f"TripoSG: {steps} steps, guidance {guidance:g}, {settings.num_tokens} latent tokens, grid {res} ({how}), "
         f"{str(model.dtype).removeprefix('torch.')} on {model.device}"
