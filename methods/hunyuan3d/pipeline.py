@@ -38,14 +38,12 @@ from methods.latent3d import (
     FlowConvention,
     FlowStep,
     denoise_stage,
-    dense_grid,
     flow_steps,
-    grid_axes,
-    hierarchical_grid,
     index_to_world,
     marching_cubes,
     mesh_stage,
 )
+from methods.latent3d import grid as latent3d_grid
 
 BOX = 1.01  # the official box_v
 COARSE_CELLS = 64  # smallest first level of the coarse-to-fine decode
@@ -129,10 +127,7 @@ def field_query(model: Hunyuan3D, latents: torch.Tensor) -> Callable[[torch.Tens
 
 
 def coarse_cells(resolution: int, hierarchical: bool) -> int:
-    coarse = resolution
-    while hierarchical and coarse % 2 == 0 and coarse // 2 >= COARSE_CELLS:
-        coarse //= 2
-    return coarse
+    return latent3d_grid.coarse_cells(resolution, hierarchical, COARSE_CELLS)
 
 
 def field_grid(
@@ -145,13 +140,9 @@ def field_grid(
 ) -> torch.Tensor:
     """Logits on ``resolution + 1`` points per axis spanning [-box, box]^3 (the official vanilla grid's points)."""
     coarse = coarse_cells(resolution, hierarchical)
-    if coarse < resolution:
-        grid, _ = hierarchical_grid(
-            query, box, resolution, coarse, band=HIERARCHICAL_BAND, chunk_size=chunk_size, level=MC_LEVEL
-        )
-        return grid
-    axes = [a.to(device) for a in grid_axes(box, resolution + 1)]
-    return dense_grid(query, axes, chunk_size)
+    return latent3d_grid.field_grid(
+        query, box, resolution, coarse, chunk_size, HIERARCHICAL_BAND, device, level=MC_LEVEL
+    )
 
 
 def extract_mesh(grid: torch.Tensor, box: float = BOX, official: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,9 @@ Public API (stable; models import these names from ``methods.latent3d``):
 ``grid``
     ``grid_axes(bounds, points, dtype)``; ``decode_points(query, points, chunk_size)``;
     ``dense_grid(query, axes, chunk_size)``; ``hierarchical_grid(query, bounds, resolution,
-    coarse_resolution, band, margin, chunk_size)`` -> (grid, evaluated counts); ``refine_once``.
+    coarse_resolution, band, margin, chunk_size)`` -> (grid, evaluated counts); ``refine_once``;
+    ``coarse_cells(resolution, hierarchical, smallest)``; ``field_grid(query, bounds, resolution, coarse, chunk_size,
+    band, device, level)`` (coarse-to-fine when ``coarse < resolution``, else dense).
     A query is ``(P, 3) float32 -> (P,)`` logits, positive inside.
 ``mesh``
     ``marching_cubes(grid, level, inside, what, outward=False)`` -> (grid-index vertices, faces; skimage's

@@ -35,12 +35,12 @@ from methods.latent3d import (
     dense_grid,
     flow_steps,
     grid_axes,
-    hierarchical_grid,
     index_to_world,
     marching_cubes,
     mesh_stage,
     rectified_flow_sigmas,
 )
+from methods.latent3d import grid as latent3d_grid
 from methods.triposg import checkpoints, preprocess
 from methods.triposg.checkpoints import TripoSG
 
@@ -106,10 +106,7 @@ def field_query(model: TripoSG, latents: torch.Tensor) -> Callable[[torch.Tensor
 
 def coarse_cells(resolution: int, hierarchical: bool) -> int:
     """The first level of the coarse-to-fine decode (``resolution`` itself: dense)."""
-    coarse = resolution
-    while hierarchical and coarse % 2 == 0 and coarse // 2 >= COARSE_CELLS:
-        coarse //= 2
-    return coarse
+    return latent3d_grid.coarse_cells(resolution, hierarchical, COARSE_CELLS)
 
 
 def field_grid(
@@ -122,11 +119,7 @@ def field_grid(
 ) -> torch.Tensor:
     """The field on ``resolution + 1`` float32 points per axis spanning ``bounds``."""
     coarse = coarse_cells(resolution, hierarchical)
-    if coarse < resolution:
-        grid, _ = hierarchical_grid(query, bounds, resolution, coarse, band=HIERARCHICAL_BAND, chunk_size=chunk_size)
-        return grid
-    axes = [a.to(device) for a in grid_axes(bounds, resolution + 1)]
-    return dense_grid(query, axes, chunk_size)
+    return latent3d_grid.field_grid(query, bounds, resolution, coarse, chunk_size, HIERARCHICAL_BAND, device)
 
 
 def official_grid(query: Callable[[torch.Tensor], torch.Tensor], depth: int, bounds=BOUNDS) -> torch.Tensor:
