@@ -10,6 +10,7 @@ Spec side
     ``IMAGE_MODEL`` (the default text-to-image model); ``TextStageSettings`` (the text stage's settings
     ``image_model``, ``image_steps``, ``image_guidance``: a model's text settings are
     ``class XTextSettings(TextStageSettings, XSettings)``, which keeps the model's settings first);
+    ``chunk_size_setting(default, maximum)``; ``check_checkpoint(settings, default)`` (InvalidSettings when empty);
     ``ImageTo3DMethod`` (a Method for image and text: ``default_settings``, ``checkpoints``, ``text_seconds``).
 Checkpoints
     ``is_local(checkpoint)``; ``checked(checkpoint, default)`` (stripped, CheckpointError when empty);
@@ -76,6 +77,25 @@ class TextStageSettings(Settings):
         super().validate()
         if not self.image_model.strip():
             raise InvalidSettings(f"image_model is empty; the default is {IMAGE_MODEL}")
+
+
+def chunk_size_setting(default: int, maximum: int) -> Any:
+    """The ``chunk_size`` field: grid points decoded per pass."""
+    return setting(
+        default,
+        label="Chunk size",
+        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
+        min=0,
+        max=maximum,
+        step=1024,
+        advanced=True,
+    )
+
+
+def check_checkpoint(settings: Settings, default: str) -> None:
+    """InvalidSettings when the ``checkpoint`` setting is empty."""
+    if not settings.checkpoint.strip():
+        raise InvalidSettings(f"checkpoint is empty; the default is {default}")
 
 
 class ImageTo3DMethod(Method):
@@ -299,7 +319,9 @@ __all__ = [
     "Clock",
     "ImageTo3DMethod",
     "TextStageSettings",
+    "check_checkpoint",
     "check_keys",
+    "chunk_size_setting",
     "checked",
     "fetch",
     "generated_image",

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from methods.base import InvalidSettings, RunGenerator, Settings, precision_setting, setting
-from methods.image_to_3d import IMAGE_MODEL, ImageTo3DMethod, TextStageSettings
+from methods.image_to_3d import (
+    IMAGE_MODEL,
+    ImageTo3DMethod,
+    TextStageSettings,
+    check_checkpoint,
+    chunk_size_setting,
+)
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "tencent/Hunyuan3D-2mini"
@@ -78,15 +84,7 @@ class Hunyuan3DSettings(Settings):
         "Off: every grid point is decoded (the official vanilla decoder).",
         advanced=True,
     )
-    chunk_size: int = setting(
-        16384,
-        label="Chunk size",
-        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
-        min=0,
-        max=2**22,
-        step=1024,
-        advanced=True,
-    )
+    chunk_size: int = chunk_size_setting(16384, 2**22)
     checkpoint: str = setting(
         DEFAULT_CHECKPOINT,
         label="Hunyuan3D checkpoint",
@@ -100,8 +98,7 @@ class Hunyuan3DSettings(Settings):
         super().validate()
         if self.variant not in VARIANTS:
             raise InvalidSettings(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
-        if not self.checkpoint.strip():
-            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+        check_checkpoint(self, DEFAULT_CHECKPOINT)
 
     def resolved_steps(self) -> int:
         return int(self.steps) or DEFAULT_STEPS.get(self.variant, 30)

@@ -14,8 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import InvalidSettings, RunGenerator, Settings, precision_setting, setting
-from methods.image_to_3d import IMAGE_MODEL, ImageTo3DMethod, TextStageSettings
+from methods.base import RunGenerator, Settings, precision_setting, setting
+from methods.image_to_3d import (
+    IMAGE_MODEL,
+    ImageTo3DMethod,
+    TextStageSettings,
+    check_checkpoint,
+    chunk_size_setting,
+)
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "VAST-AI/TripoSG"
@@ -49,15 +55,7 @@ class TripoSGSettings(Settings):
         "Off: every grid point is decoded.",
         advanced=True,
     )
-    chunk_size: int = setting(
-        32768,
-        label="Chunk size",
-        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
-        min=0,
-        max=2**22,
-        step=1024,
-        advanced=True,
-    )
+    chunk_size: int = chunk_size_setting(32768, 2**22)
     num_tokens: int = setting(
         2048,
         label="Latent tokens",
@@ -77,8 +75,7 @@ class TripoSGSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
-        if not self.checkpoint.strip():
-            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+        check_checkpoint(self, DEFAULT_CHECKPOINT)
 
 
 @dataclass(kw_only=True)

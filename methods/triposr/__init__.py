@@ -13,8 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import Inputs, InvalidSettings, RunGenerator, Settings, precision_setting, setting
-from methods.image_to_3d import IMAGE_MODEL, ImageTo3DMethod, TextStageSettings
+from methods.base import Inputs, RunGenerator, Settings, precision_setting, setting
+from methods.image_to_3d import (
+    IMAGE_MODEL,
+    ImageTo3DMethod,
+    TextStageSettings,
+    check_checkpoint,
+    chunk_size_setting,
+)
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "stabilityai/TripoSR"
@@ -39,15 +45,7 @@ class TripoSRSettings(Settings):
         max=1.0,
         step=0.05,
     )
-    chunk_size: int = setting(
-        65536,
-        label="Chunk size",
-        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
-        min=0,
-        max=2**24,
-        step=1024,
-        advanced=True,
-    )
+    chunk_size: int = chunk_size_setting(65536, 2**24)
     bake_texture: bool = setting(
         False,
         label="Bake texture",
@@ -64,8 +62,7 @@ class TripoSRSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
-        if not self.checkpoint.strip():
-            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+        check_checkpoint(self, DEFAULT_CHECKPOINT)
 
 
 @dataclass(kw_only=True)
