@@ -16,7 +16,8 @@ Checkpoints
     ``is_local(checkpoint)``; ``checked(checkpoint, default)`` (stripped, CheckpointError when empty);
     ``local_folder(checkpoint, what)`` (an existing folder or CheckpointError);
     ``fetch(what, download)`` (a hub download honouring HF_HUB_OFFLINE, CheckpointError with the reason);
-    ``check_keys(expected, state, mismatch)`` (CheckpointError naming missing, unexpected, mis-shaped keys).
+    ``check_keys(expected, state, mismatch)`` (CheckpointError naming missing, unexpected, mis-shaped keys);
+    ``yaml_mapping(text)`` (a config.yaml's mapping, or CheckpointError).
 Run side
     ``Clock`` (seconds per stage); ``text_prompt(inputs, settings, method_id, text_settings, needs)`` (the
     checked, whitespace-normalised prompt); ``generated_image()`` (an unusable generated image as InvalidInput);
@@ -181,6 +182,19 @@ def check_keys(expected: dict[str, tuple[int, ...]], state: dict[str, Any], mism
     raise CheckpointError(f"{mismatch}: " + "; ".join(parts))
 
 
+def yaml_mapping(text: str) -> dict[str, Any]:
+    """A released ``config.yaml``'s mapping; CheckpointError when it is not valid YAML or not a mapping."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"config.yaml is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError("config.yaml does not hold a mapping of settings")
+    return raw
+
+
 # ----------------------------------------------------------------------------- run side
 
 
@@ -331,4 +345,5 @@ __all__ = [
     "read_text_to_image",
     "text_prompt",
     "text_stage",
+    "yaml_mapping",
 ]
