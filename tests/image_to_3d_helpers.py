@@ -100,3 +100,40 @@ def check_bad_input(
         with pytest.raises(AppError) as err:
             image_to_3d(app_client, png(tmp_path, "ok.png", good), [method_id], {method_id: settings})
         assert reason in str(err.value) and str(hidden) not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- runs without the app
+
+NO_OBJECT_IMAGES = [
+    (Image.new("RGBA", (64, 64), (255, 0, 0, 0)), "no object found"),  # fully transparent
+    (Image.new("RGB", (64, 64), (20, 200, 30)), "no object found"),  # one plain colour
+]
+
+
+def check_fails_before_loading(run, image: Image.Image, match: str, settings) -> None:
+    """``run(inputs, settings)`` rejects the image (InvalidInput) before it loads anything: ``settings`` name a
+    checkpoint that does not exist, and no model is cached afterwards."""
+    from methods import runtime
+    from methods.base import Inputs, InvalidInput
+
+    with pytest.raises(InvalidInput, match=match):
+        run(Inputs(modality="image", image=image), settings)
+    assert runtime.cached_model_keys() == []
+
+
+def sampled_latents(pipeline, model, cond, uncond, latents, steps: int, guidance: float):
+    """The latents after ``steps`` flow steps of ``pipeline.denoise``."""
+    for step in pipeline.denoise(model, cond, uncond, latents, steps, guidance):
+        latents = step.latents
+    return latents
+
+
+def counting(query):
+    """``query`` and a list that gets the number of points of each call."""
+    calls: list[int] = []
+
+    def counted(points):
+        calls.append(len(points))
+        return query(points)
+
+    return counted, calls

@@ -19,10 +19,10 @@ from PIL import Image
 
 import methods
 from methods import registry, runtime
-from methods.base import Asset, CheckpointError, Inputs, InvalidInput, MethodError
+from methods.base import Asset, CheckpointError, Inputs, MethodError
 from methods.triposr import TripoSRSettings, TripoSRTextSettings, checkpoints, mesh, preprocess
 from tests.generators import drive
-from tests.image_to_3d_helpers import offline_hub_cache
+from tests.image_to_3d_helpers import NO_OBJECT_IMAGES, check_fails_before_loading, offline_hub_cache
 from tests.tiny_triposr import build_tiny_triposr, reference_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,18 +180,15 @@ def test_huge_image_is_downscaled_first():
 
 @pytest.mark.parametrize(
     ("image", "match"),
-    [
-        (Image.new("RGBA", (64, 64), (255, 0, 0, 0)), "no object found"),  # fully transparent
-        (Image.new("RGB", (64, 64), (20, 200, 30)), "no object found"),  # one plain colour
+    NO_OBJECT_IMAGES
+    + [
         (Image.new("RGB", (1, 1), (20, 200, 30)), "1x1 pixels; at least 8x8"),
     ],
 )
 def test_bad_images_fail_before_loading(image, match, tmp_path):
     missing = tmp_path / "never-loaded"  # the checkpoint does not exist: the input must fail first
     missing.mkdir()
-    with pytest.raises(InvalidInput, match=match):
-        _run(Inputs(modality="image", image=image), _settings(missing))
-    assert runtime.cached_model_keys() == []
+    check_fails_before_loading(_run, image, match, _settings(missing))
 
 
 # ----------------------------------------------------------------------------- the run
