@@ -10,7 +10,8 @@ Spec side
     ``IMAGE_MODEL`` (the default text-to-image model); ``TextStageSettings`` (the text stage's settings
     ``image_model``, ``image_steps``, ``image_guidance``: a model's text settings are
     ``class XTextSettings(TextStageSettings, XSettings)``, which keeps the model's settings first);
-    ``chunk_size_setting(default, maximum)``; ``check_checkpoint(settings, default)`` (InvalidSettings when empty);
+    ``chunk_size_setting(default, maximum)``; ``coarse_to_fine_setting(off)``;
+    ``check_checkpoint(settings, default)`` (InvalidSettings when empty);
     ``ImageTo3DMethod`` (a Method for image and text: ``default_settings``, ``checkpoints``, ``text_seconds``).
 Checkpoints
     ``is_local(checkpoint)``; ``checked(checkpoint, default)`` (stripped, CheckpointError when empty);
@@ -89,6 +90,17 @@ def chunk_size_setting(default: int, maximum: int) -> Any:
         min=0,
         max=maximum,
         step=1024,
+        advanced=True,
+    )
+
+
+def coarse_to_fine_setting(off: str = "") -> Any:
+    """The ``hierarchical`` field of a grid decoder (on by default); ``off`` adds to what "Off" means."""
+    return setting(
+        True,
+        label="Coarse-to-fine grid",
+        help="Decode a coarse grid first and only refine near the surface (ours; far fewer queries). "
+        f"Off: every grid point is decoded{off}.",
         advanced=True,
     )
 
@@ -336,6 +348,7 @@ __all__ = [
     "check_checkpoint",
     "check_keys",
     "chunk_size_setting",
+    "coarse_to_fine_setting",
     "checked",
     "fetch",
     "generated_image",

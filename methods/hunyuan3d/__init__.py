@@ -26,6 +26,7 @@ from methods.image_to_3d import (
     TextStageSettings,
     check_checkpoint,
     chunk_size_setting,
+    coarse_to_fine_setting,
 )
 from methods.registry import register
 
@@ -77,13 +78,7 @@ class Hunyuan3DSettings(Settings):
         max=512,
         step=16,
     )
-    hierarchical: bool = setting(
-        True,
-        label="Coarse-to-fine grid",
-        help="Decode a coarse grid first and only refine near the surface (ours; far fewer queries). "
-        "Off: every grid point is decoded (the official vanilla decoder).",
-        advanced=True,
-    )
+    hierarchical: bool = coarse_to_fine_setting(" (the official vanilla decoder)")
     chunk_size: int = chunk_size_setting(16384, 2**22)
     checkpoint: str = setting(
         DEFAULT_CHECKPOINT,

@@ -21,6 +21,7 @@ from methods.image_to_3d import (
     TextStageSettings,
     check_checkpoint,
     chunk_size_setting,
+    coarse_to_fine_setting,
 )
 from methods.registry import register
 
@@ -48,13 +49,7 @@ class TripoSGSettings(Settings):
         max=512,
         step=16,
     )
-    hierarchical: bool = setting(
-        True,
-        label="Coarse-to-fine grid",
-        help="Decode a coarse grid first and only refine near the surface (ours; far fewer queries). "
-        "Off: every grid point is decoded.",
-        advanced=True,
-    )
+    hierarchical: bool = coarse_to_fine_setting()
     chunk_size: int = chunk_size_setting(32768, 2**22)
     num_tokens: int = setting(
         2048,
