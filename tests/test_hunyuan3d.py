@@ -11,6 +11,7 @@ from PIL import Image
 from methods.base import CheckpointError, Inputs, InvalidInput, InvalidSettings
 from methods.hunyuan3d import LICENCE_ID, Hunyuan3DMethod, Hunyuan3DSettings, checkpoints, pipeline, preprocess
 from methods.hunyuan3d.config import parse_config
+from tests.image_to_3d_helpers import counting, sampled_latents
 from tests.tiny_hunyuan3d import SUBFOLDERS, build_tiny_hunyuan3d, config_yaml, reference_image
 
 
@@ -135,15 +136,9 @@ def test_coarse_to_fine_grid_keeps_the_dense_surface(tiny_root, monkeypatch):
     pixels, _, _ = preprocess.prepare(reference_image(), model.config.image_size)
     cond, uncond = pipeline.encode(model, pixels)
     latents = pipeline.initial_latents(model, 0)
-    for step in pipeline.denoise(model, cond, uncond, latents, 2, 5.0):
-        latents = step.latents
+    latents = sampled_latents(pipeline, model, cond, uncond, latents, 2, 5.0)
     query = pipeline.field_query(model, latents)
-    calls: list[int] = []
-
-    def counted(points):
-        calls.append(len(points))
-        return query(points)
-
+    counted, calls = counting(query)
     dense = pipeline.field_grid(query, 64, 65536)
     fine = pipeline.field_grid(counted, 64, 65536, hierarchical=True)
     assert sum(calls) < 0.6 * 65**3  # fewer queries

@@ -7,20 +7,17 @@ The app runs in this process on a free port, driven through gradio_client (tests
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import trimesh
-from gradio_client import handle_file
 from gradio_client.exceptions import AppError
-from PIL import Image
 
 from eval.runs.store import Store
+from tests.image_to_3d_helpers import check_bad_input, check_text_to_3d, image_to_3d, png, shared_dirs
 from tests.tiny_hunyuan3d import SUBFOLDERS, build_tiny_hunyuan3d, reference_image
-from tests.tiny_triposr import build_tiny_triposr
 
 pytest_plugins = ["tests.conftest_app"]
 
@@ -28,8 +25,6 @@ pytest_plugins = ["tests.conftest_app"]
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     from safetensors.torch import load_file, save_file
-
-    from tests.tiny_sd import build_stable_diffusion
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("hunyuan3d_app")
@@ -45,25 +40,13 @@ def tiny_dirs(tmp_path_factory):
     save_file(state, missing / "model.fp16.safetensors")
     return {
         "hunyuan": hunyuan,
-        "triposr": build_tiny_triposr(root / "triposr"),
-        "sd": build_stable_diffusion(root / "sd"),
         "no_config": no_config,
         "missing": missing,
-    }
+    } | shared_dirs(root)
 
 
 def _hunyuan(folder: Path, **extra) -> dict:
     return {"checkpoint": str(folder), "variant": "turbo", "steps": 2, "grid_resolution": 32} | extra
-
-
-def image_to_3d(client, image: str, methods: list[str], settings: dict):
-    return client.predict(handle_file(image), methods, 0, False, json.dumps(settings), api_name="/image_to_3d")
-
-
-def _png(tmp_path: Path, name: str, image: Image.Image) -> str:
-    path = tmp_path / name
-    image.save(path)
-    return str(path)
 
 
 def test_image_to_3d_runs_hunyuan_beside_triposr(app_server, app_client, tiny_dirs, tmp_path):
@@ -71,7 +54,7 @@ def test_image_to_3d_runs_hunyuan_beside_triposr(app_server, app_client, tiny_di
         "triposr": {"checkpoint": str(tiny_dirs["triposr"]), "mc_resolution": 32},
         "hunyuan3d-2mini": _hunyuan(tiny_dirs["hunyuan"]),
     }
-    image = _png(tmp_path, "object.png", reference_image())
+    image = png(tmp_path, "object.png", reference_image())
     files, report = image_to_3d(app_client, image, ["triposr", "hunyuan3d-2mini"], settings)
     runs = {r["method"]: r for r in report["runs"]}
     assert [r["method"] for r in report["runs"]] == ["triposr", "hunyuan3d-2mini"]
@@ -89,40 +72,22 @@ def test_image_to_3d_runs_hunyuan_beside_triposr(app_server, app_client, tiny_di
 
 
 def test_text_to_3d_runs_the_two_stages(app_server, app_client, tiny_dirs):
-    settings = {"hunyuan3d-2mini": _hunyuan(tiny_dirs["hunyuan"], image_model=str(tiny_dirs["sd"]), image_steps=2)}
-    files, report = app_client.predict(
-        "a red mug", ["hunyuan3d-2mini"], 3, False, json.dumps(settings), api_name="/text_to_3d"
-    )
-    run = report["runs"][0]
-    assert run["status"] == "done", run
-    values = {m["metric"]: m["value"] for m in report["metrics"]}
-    assert {"seconds_text_to_image", "seconds_denoise"} <= set(values)
-    out_dir = Path(Store(app_server.db).get_run(run["run_id"])["asset_path"]).parent
-    intermediate = out_dir / "text_to_image.png"
-    assert intermediate.is_file() and Image.open(intermediate).mode == "RGB"
+    settings = _hunyuan(tiny_dirs["hunyuan"], image_model=str(tiny_dirs["sd"]), image_steps=2)
+    check_text_to_3d(app_server, app_client, "hunyuan3d-2mini", settings, "seconds_denoise")
 
 
 def test_bad_input_gets_clear_messages_and_the_app_keeps_serving(app_server, app_client, tiny_dirs, tmp_path):
     ok = {"hunyuan3d-2mini": _hunyuan(tiny_dirs["hunyuan"], grid_resolution=16)}
-    blank = _png(tmp_path, "blank.png", Image.new("RGB", (64, 64), (240, 240, 240)))
-    with pytest.raises(AppError, match="hunyuan3d-2mini: no object found in the image"):
-        image_to_3d(app_client, blank, ["hunyuan3d-2mini"], ok)
-    latest = Store(app_server.db).runs(limit=1)[0]
-    assert latest["status"] == "failed" and latest["error"].startswith("no object found")
-
-    with pytest.raises(AppError, match="at least 8x8"):
-        image_to_3d(app_client, _png(tmp_path, "dot.png", Image.new("RGB", (1, 1))), ["hunyuan3d-2mini"], ok)
-
-    for key, reason in (("no_config", "weights-only has no config.yaml"), ("missing", "1 missing keys")):
-        bad = {"hunyuan3d-2mini": _hunyuan(tiny_dirs[key], grid_resolution=16)}
-        with pytest.raises(AppError) as err:
-            image_to_3d(app_client, _png(tmp_path, "ok.png", reference_image()), ["hunyuan3d-2mini"], bad)
-        assert reason in str(err.value) and str(tiny_dirs[key].parent) not in str(err.value)
+    bad = [
+        (_hunyuan(tiny_dirs[key], grid_resolution=16), reason, tiny_dirs[key].parent)
+        for key, reason in (("no_config", "weights-only has no config.yaml"), ("missing", "1 missing keys"))
+    ]
+    check_bad_input(app_server, app_client, "hunyuan3d-2mini", ok["hunyuan3d-2mini"], bad, reference_image(), tmp_path)
     missing = {"hunyuan3d-2mini": _hunyuan(tiny_dirs["missing"], grid_resolution=16)}
     with pytest.raises(AppError, match="vae.geo_decoder.output_proj.bias"):
-        image_to_3d(app_client, _png(tmp_path, "ok.png", reference_image()), ["hunyuan3d-2mini"], missing)
+        image_to_3d(app_client, png(tmp_path, "ok.png", reference_image()), ["hunyuan3d-2mini"], missing)
 
-    files, report = image_to_3d(app_client, _png(tmp_path, "ok.png", reference_image()), ["hunyuan3d-2mini"], ok)
+    files, report = image_to_3d(app_client, png(tmp_path, "ok.png", reference_image()), ["hunyuan3d-2mini"], ok)
     assert report["runs"][0]["status"] == "done" and files
     assert Store(app_server.db).integrity_ok()
 
@@ -133,7 +98,7 @@ def test_public_host_refuses_hunyuan_until_its_licence_is_accepted(app_server, a
 
     monkeypatch.setenv("TRILEMMA_PUBLIC", "1")
     monkeypatch.delenv("TRILEMMA_ACCEPT_LICENSES", raising=False)
-    image = _png(tmp_path, "object.png", reference_image())
+    image = png(tmp_path, "object.png", reference_image())
     before = len(Store(app_server.db).runs(limit=100000))
     for call in (
         lambda: image_to_3d(app_client, image, ["hunyuan3d-2mini"], {}),

@@ -314,13 +314,13 @@ def test_point_e_denoiser_behind_float32(tmp_path, monkeypatch):
 
 def test_triposr_text_to_image_keeps_the_sampler_in_float32(tmp_path):
     """Stable Diffusion before TripoSR: the UNet in bfloat16; latents, scheduler, VAE, text encoder float32."""
-    from methods.triposr.pipeline import _load_text_to_image
+    from methods.image_to_3d import read_text_to_image
     from tests.tiny_sd import build_stable_diffusion
 
     folder = build_stable_diffusion(tmp_path / "sd")
     images = {}
     for dtype in (torch.float32, torch.bfloat16):
-        pipe = _load_text_to_image(str(folder), "cpu", dtype)
+        pipe = read_text_to_image(str(folder), "cpu", dtype)
         assert pipe.unet.dtype == dtype and pipe.text_encoder.dtype == pipe.vae.dtype == torch.float32
         latents_seen: list[torch.dtype] = []
         pipe.unet.register_forward_pre_hook(lambda _m, a, seen=latents_seen: seen.append(a[0].dtype), prepend=True)

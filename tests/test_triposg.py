@@ -9,7 +9,6 @@ Diffusion. Parity with the official code is tests/test_triposg_parity.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -25,6 +24,13 @@ import methods
 from methods import registry, runtime
 from methods.base import Asset, CheckpointError, Inputs, InvalidInput
 from methods.triposg import TripoSGSettings, TripoSGTextSettings, checkpoints, pipeline
+from tests.image_to_3d_helpers import (
+    NO_OBJECT_IMAGES,
+    check_fails_before_loading,
+    counting,
+    offline_hub_cache,
+    sampled_latents,
+)
 from tests.tiny_triposg import TINY_TOKENS, build_tiny_triposg, reference_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +89,7 @@ def test_defaults_follow_the_hardware_and_the_modality(monkeypatch):
 
 
 def test_hub_checkpoint_not_cached_offline_is_unavailable_with_the_reason(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hub
-    from huggingface_hub import scan_cache_dir
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module in (hub, sys.modules[scan_cache_dir.__module__]):
-        monkeypatch.setattr(module, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    offline_hub_cache(monkeypatch, tmp_path / "empty-cache")
     status = registry.availability("triposg", "image")
     assert not status.ok and "VAST-AI/TripoSG" in status.reason and "HF_HUB_OFFLINE" in status.reason
     with pytest.raises(CheckpointError, match="not in the cache and downloads are offline"):
@@ -97,23 +98,7 @@ def test_hub_checkpoint_not_cached_offline_is_unavailable_with_the_reason(monkey
 
 def test_hub_checkpoint_loads_from_the_cache_offline(monkeypatch, tmp_path, tiny_triposg):
     """The default path: snapshot_download of the configs and weights, served from an HF cache with no network."""
-    import huggingface_hub.constants as hub
-    from huggingface_hub import scan_cache_dir
-
-    repo = tmp_path / "hub" / "models--tiny--TripoSG"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    for file in [p for p in tiny_triposg.rglob("*") if p.is_file()]:  # the hub cache layout: blobs + links
-        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(file, blob)
-        link = snapshot / file.relative_to(tiny_triposg)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(blob)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module in (hub, sys.modules[scan_cache_dir.__module__]):
-        monkeypatch.setattr(module, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = offline_hub_cache(monkeypatch, tmp_path / "hub", "tiny/TripoSG", tiny_triposg)
     assert checkpoints.resolve("tiny/TripoSG") == snapshot
     status = registry.availability(registry.get("triposg"), "image", _settings("tiny/TripoSG"))
     assert status.ok and "in the Hugging Face cache" in status.reason
@@ -217,9 +202,8 @@ def test_alpha_and_border_cut_outs_give_the_white_padded_square():
 
 @pytest.mark.parametrize(
     ("image", "match"),
-    [
-        (Image.new("RGBA", (64, 64), (255, 0, 0, 0)), "no object found"),  # fully transparent
-        (Image.new("RGB", (64, 64), (20, 200, 30)), "no object found"),  # one plain colour
+    NO_OBJECT_IMAGES
+    + [
         (Image.new("RGB", (1, 1), (20, 200, 30)), "1x1"),
         (Image.new("RGB", (12, 40), (20, 200, 30)), "12x40 px; TripoSG needs at least 16"),
     ],
@@ -227,9 +211,7 @@ def test_alpha_and_border_cut_outs_give_the_white_padded_square():
 def test_bad_images_fail_before_loading(image, match, tmp_path):
     missing = tmp_path / "never-loaded"  # the checkpoint does not exist: the input must fail first
     missing.mkdir()
-    with pytest.raises(InvalidInput, match=match):
-        _run(Inputs(modality="image", image=image), _settings(missing))
-    assert runtime.cached_model_keys() == []
+    check_fails_before_loading(_run, image, match, _settings(missing))
 
 
 # ----------------------------------------------------------------------------- the run
@@ -282,15 +264,9 @@ def test_coarse_to_fine_grid_equals_the_dense_one_near_the_surface(tiny_triposg,
     model = checkpoints.load_model(str(tiny_triposg))
     cond, uncond = pipeline.encode(model, reference_image())
     latents = pipeline.initial_latents(model, 3, TINY_TOKENS)
-    for step in pipeline.denoise(model, cond, uncond, latents, 2, 7.0):
-        latents = step.latents
+    latents = sampled_latents(pipeline, model, cond, uncond, latents, 2, 7.0)
     query = pipeline.field_query(model, latents)
-    calls: list[int] = []
-
-    def counted(points):
-        calls.append(len(points))
-        return query(points)
-
+    counted, calls = counting(query)
     assert pipeline.coarse_cells(512, True) == 64 and pipeline.coarse_cells(128, False) == 128
     monkeypatch.setattr(pipeline, "COARSE_CELLS", 16)  # 16 -> 32 -> 64 keeps the test small
     dense = pipeline.field_grid(query, 64, 8192, hierarchical=False)

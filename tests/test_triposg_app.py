@@ -7,20 +7,17 @@ The app runs in this process on a free port, driven through gradio_client (tests
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import trimesh
-from gradio_client import handle_file
-from gradio_client.exceptions import AppError
-from PIL import Image
 
 from eval.runs.store import Store
+from tests.image_to_3d_helpers import check_bad_input, check_text_to_3d, image_to_3d, png, shared_dirs
 from tests.tiny_triposg import TINY_TOKENS, build_tiny_triposg
-from tests.tiny_triposr import build_tiny_triposr, reference_image
+from tests.tiny_triposr import reference_image
 
 pytest_plugins = ["tests.conftest_app"]
 
@@ -28,8 +25,6 @@ pytest_plugins = ["tests.conftest_app"]
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     from safetensors.torch import load_file, save_file
-
-    from tests.tiny_sd import build_stable_diffusion
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("triposg_app")
@@ -44,25 +39,13 @@ def tiny_dirs(tmp_path_factory):
     save_file(state, path)
     return {
         "triposg": triposg,
-        "triposr": build_tiny_triposr(root / "triposr"),
-        "sd": build_stable_diffusion(root / "sd"),
         "no_config": no_config,
         "missing": missing,
-    }
+    } | shared_dirs(root)
 
 
 def _triposg(folder: Path, **extra) -> dict:
     return {"checkpoint": str(folder), "steps": 2, "grid_resolution": 32, "num_tokens": TINY_TOKENS} | extra
-
-
-def image_to_3d(client, image: str, methods: list[str], settings: dict):
-    return client.predict(handle_file(image), methods, 0, False, json.dumps(settings), api_name="/image_to_3d")
-
-
-def _png(tmp_path: Path, name: str, image: Image.Image) -> str:
-    path = tmp_path / name
-    image.save(path)
-    return str(path)
 
 
 def test_image_to_3d_runs_triposg_beside_triposr(app_server, app_client, tiny_dirs, tmp_path):
@@ -70,7 +53,7 @@ def test_image_to_3d_runs_triposg_beside_triposr(app_server, app_client, tiny_di
         "triposr": {"checkpoint": str(tiny_dirs["triposr"]), "mc_resolution": 32},
         "triposg": _triposg(tiny_dirs["triposg"]),
     }
-    files, report = image_to_3d(app_client, _png(tmp_path, "object.png", reference_image()), ["triposr", "triposg"],
+    files, report = image_to_3d(app_client, png(tmp_path, "object.png", reference_image()), ["triposr", "triposg"],
                                 settings)  # fmt: skip
     runs = {r["method"]: r for r in report["runs"]}
     assert [r["method"] for r in report["runs"]] == ["triposr", "triposg"]
@@ -87,34 +70,18 @@ def test_image_to_3d_runs_triposg_beside_triposr(app_server, app_client, tiny_di
 
 
 def test_text_to_3d_runs_the_two_stages(app_server, app_client, tiny_dirs):
-    settings = {"triposg": _triposg(tiny_dirs["triposg"], image_model=str(tiny_dirs["sd"]), image_steps=2)}
-    files, report = app_client.predict("a red mug", ["triposg"], 3, False, json.dumps(settings), api_name="/text_to_3d")
-    run = report["runs"][0]
-    assert run["status"] == "done", run
-    values = {m["metric"]: m["value"] for m in report["metrics"]}
-    assert {"seconds_text_to_image", "seconds_denoise"} <= set(values)
-    out_dir = Path(Store(app_server.db).get_run(run["run_id"])["asset_path"]).parent
-    intermediate = out_dir / "text_to_image.png"
-    assert intermediate.is_file() and Image.open(intermediate).mode == "RGB"
+    settings = _triposg(tiny_dirs["triposg"], image_model=str(tiny_dirs["sd"]), image_steps=2)
+    check_text_to_3d(app_server, app_client, "triposg", settings, "seconds_denoise")
 
 
 def test_bad_input_gets_clear_messages_and_the_app_keeps_serving(app_server, app_client, tiny_dirs, tmp_path):
     ok = {"triposg": _triposg(tiny_dirs["triposg"], grid_resolution=16)}
-    blank = _png(tmp_path, "blank.png", Image.new("RGB", (64, 64), (240, 240, 240)))
-    with pytest.raises(AppError, match="triposg: no object found in the image"):
-        image_to_3d(app_client, blank, ["triposg"], ok)
-    latest = Store(app_server.db).runs(limit=1)[0]
-    assert latest["status"] == "failed" and latest["error"].startswith("no object found")
+    bad = [
+        (_triposg(tiny_dirs[key], grid_resolution=16), reason, tiny_dirs[key].parent)
+        for key, reason in (("no_config", "weights-only has no model_index.json"), ("missing", "1 missing keys"))
+    ]
+    check_bad_input(app_server, app_client, "triposg", ok["triposg"], bad, reference_image(), tmp_path)
 
-    with pytest.raises(AppError, match="at least 8x8"):
-        image_to_3d(app_client, _png(tmp_path, "dot.png", Image.new("RGB", (1, 1))), ["triposg"], ok)
-
-    for key, reason in (("no_config", "weights-only has no model_index.json"), ("missing", "1 missing keys")):
-        bad = {"triposg": _triposg(tiny_dirs[key], grid_resolution=16)}
-        with pytest.raises(AppError) as err:
-            image_to_3d(app_client, _png(tmp_path, "ok.png", reference_image()), ["triposg"], bad)
-        assert reason in str(err.value) and str(tiny_dirs[key].parent) not in str(err.value)
-
-    files, report = image_to_3d(app_client, _png(tmp_path, "ok.png", reference_image()), ["triposg"], ok)
+    files, report = image_to_3d(app_client, png(tmp_path, "ok.png", reference_image()), ["triposg"], ok)
     assert report["runs"][0]["status"] == "done" and files
     assert Store(app_server.db).integrity_ok()

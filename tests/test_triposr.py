@@ -7,7 +7,6 @@ colours, stages), the text -> image -> TripoSR path with a tiny Stable Diffusion
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -20,9 +19,10 @@ from PIL import Image
 
 import methods
 from methods import registry, runtime
-from methods.base import Asset, CheckpointError, Inputs, InvalidInput, MethodError
+from methods.base import Asset, CheckpointError, Inputs, MethodError
 from methods.triposr import TripoSRSettings, TripoSRTextSettings, checkpoints, mesh, preprocess
 from tests.generators import drive
+from tests.image_to_3d_helpers import NO_OBJECT_IMAGES, check_fails_before_loading, offline_hub_cache
 from tests.tiny_triposr import build_tiny_triposr, reference_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,12 +76,7 @@ def test_defaults_follow_the_hardware_and_the_modality(monkeypatch):
 
 
 def test_hub_checkpoint_not_cached_offline_is_unavailable_with_the_reason(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hub
-    from huggingface_hub import scan_cache_dir
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module in (hub, sys.modules[scan_cache_dir.__module__]):
-        monkeypatch.setattr(module, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    offline_hub_cache(monkeypatch, tmp_path / "empty-cache")
     status = registry.availability("triposr", "image")
     assert not status.ok and "stabilityai/TripoSR" in status.reason and "HF_HUB_OFFLINE" in status.reason
     with pytest.raises(CheckpointError, match="not in the cache and downloads are offline"):
@@ -90,23 +85,7 @@ def test_hub_checkpoint_not_cached_offline_is_unavailable_with_the_reason(monkey
 
 def test_hub_checkpoint_loads_from_the_cache_offline(monkeypatch, tmp_path, tiny_triposr):
     """The default path: hf_hub_download of config.yaml + model.ckpt, served from an HF cache with no network."""
-    import huggingface_hub.constants as hub
-    from huggingface_hub import scan_cache_dir
-
-    repo = tmp_path / "hub" / "models--tiny--TripoSR"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    for file in [p for p in tiny_triposr.rglob("*") if p.is_file()]:  # the hub cache layout: blobs + links
-        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(file, blob)
-        link = snapshot / file.relative_to(tiny_triposr)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(blob)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for module in (hub, sys.modules[scan_cache_dir.__module__]):  # the registry's cache scan reads its own copy
-        monkeypatch.setattr(module, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = offline_hub_cache(monkeypatch, tmp_path / "hub", "tiny/TripoSR", tiny_triposr)
     assert checkpoints.resolve("tiny/TripoSR") == snapshot
     status = registry.availability(registry.get("triposr"), "image", _settings("tiny/TripoSR"))
     assert status.ok and "in the Hugging Face cache" in status.reason
@@ -201,18 +180,15 @@ def test_huge_image_is_downscaled_first():
 
 @pytest.mark.parametrize(
     ("image", "match"),
-    [
-        (Image.new("RGBA", (64, 64), (255, 0, 0, 0)), "no object found"),  # fully transparent
-        (Image.new("RGB", (64, 64), (20, 200, 30)), "no object found"),  # one plain colour
+    NO_OBJECT_IMAGES
+    + [
         (Image.new("RGB", (1, 1), (20, 200, 30)), "1x1 pixels; at least 8x8"),
     ],
 )
 def test_bad_images_fail_before_loading(image, match, tmp_path):
     missing = tmp_path / "never-loaded"  # the checkpoint does not exist: the input must fail first
     missing.mkdir()
-    with pytest.raises(InvalidInput, match=match):
-        _run(Inputs(modality="image", image=image), _settings(missing))
-    assert runtime.cached_model_keys() == []
+    check_fails_before_loading(_run, image, match, _settings(missing))
 
 
 # ----------------------------------------------------------------------------- the run

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from gradio_client import handle_file
-from gradio_client.exceptions import AppError
 from PIL import Image
 
 from eval.runs.store import Store
 from methods import runtime
+from tests.image_to_3d_helpers import check_bad_input, check_text_to_3d, image_to_3d, png
 from tests.test_point_e_pipeline import _tiny, clip_dir  # noqa: F401 - clip_dir is a fixture used here
 from tests.tiny_triposr import build_tiny_triposr, reference_image
 
@@ -63,16 +62,6 @@ def tiny_point_e(tmp_path_factory, clip_dir):  # noqa: F811
     runtime.release_models()
 
 
-def image_to_3d(client, image: str, methods: list[str], settings: dict):
-    return client.predict(handle_file(image), methods, 0, False, json.dumps(settings), api_name="/image_to_3d")
-
-
-def _png(tmp_path: Path, name: str, image: Image.Image) -> str:
-    path = tmp_path / name
-    image.save(path)
-    return str(path)
-
-
 def test_image_to_3d_runs_triposr_beside_shap_e_and_point_e(
     app_server, app_client, tiny_dirs, tiny_point_e, tiny_shap_e_image, tmp_path
 ):
@@ -82,7 +71,7 @@ def test_image_to_3d_runs_triposr_beside_shap_e_and_point_e(
         "point-e": tiny_point_e,
     }
     files, report = image_to_3d(
-        app_client, _png(tmp_path, "object.png", reference_image()), ["shap-e", "point-e", "triposr"], settings
+        app_client, png(tmp_path, "object.png", reference_image()), ["shap-e", "point-e", "triposr"], settings
     )
     runs = {r["method"]: r for r in report["runs"]}
     assert [r["method"] for r in report["runs"]] == ["shap-e", "point-e", "triposr"]
@@ -100,21 +89,12 @@ def test_image_to_3d_runs_triposr_beside_shap_e_and_point_e(
 
 def test_text_to_3d_runs_the_two_stages(app_server, app_client, tiny_dirs):
     settings = {
-        "triposr": {
-            "checkpoint": str(tiny_dirs["triposr"]),
-            "image_model": str(tiny_dirs["sd"]),
-            "image_steps": 2,
-            "mc_resolution": 32,
-        }
+        "checkpoint": str(tiny_dirs["triposr"]),
+        "image_model": str(tiny_dirs["sd"]),
+        "image_steps": 2,
+        "mc_resolution": 32,
     }
-    files, report = app_client.predict("a red mug", ["triposr"], 3, False, json.dumps(settings), api_name="/text_to_3d")
-    run = report["runs"][0]
-    assert run["status"] == "done", run
-    values = {m["metric"]: m["value"] for m in report["metrics"]}
-    assert {"seconds_text_to_image", "seconds_encode"} <= set(values)
-    out_dir = Path(Store(app_server.db).get_run(run["run_id"])["asset_path"]).parent
-    intermediate = out_dir / "text_to_image.png"
-    assert intermediate.is_file() and Image.open(intermediate).mode == "RGB"
+    out_dir = check_text_to_3d(app_server, app_client, "triposr", settings, "seconds_encode")
     record = json.loads((out_dir / "run.json").read_text())
     assert record["views"]["text_to_image"] == "text_to_image.png"
     assert "white background" in record["views"]["text_to_image_prompt"]
@@ -122,24 +102,15 @@ def test_text_to_3d_runs_the_two_stages(app_server, app_client, tiny_dirs):
 
 def test_bad_input_gets_clear_messages_and_the_app_keeps_serving(app_server, app_client, tiny_dirs, tmp_path):
     ok = {"triposr": {"checkpoint": str(tiny_dirs["triposr"]), "mc_resolution": 16}}
-    blank = _png(tmp_path, "blank.png", Image.new("RGB", (64, 64), (240, 240, 240)))
-    with pytest.raises(AppError, match="triposr: no object found in the image"):
-        image_to_3d(app_client, blank, ["triposr"], ok)
-    latest = Store(app_server.db).runs(limit=1)[0]  # recorded as a failed run, as for the other image methods
-    assert latest["status"] == "failed" and latest["error"].startswith("no object found")
-
-    with pytest.raises(AppError, match="at least 8x8"):
-        image_to_3d(app_client, _png(tmp_path, "dot.png", Image.new("RGB", (1, 1))), ["triposr"], ok)
-
-    for key, reason in (("no_config", "weights-only has no config.yaml"), ("missing", "1 missing keys")):
-        bad = {"triposr": {"checkpoint": str(tiny_dirs[key]), "mc_resolution": 16}}
-        with pytest.raises(AppError) as err:
-            image_to_3d(app_client, _png(tmp_path, "ok.png", reference_image()), ["triposr"], bad)
-        assert reason in str(err.value) and str(tiny_dirs[key].parent) not in str(err.value)
+    bad = [
+        ({"checkpoint": str(tiny_dirs[key]), "mc_resolution": 16}, reason, tiny_dirs[key].parent)
+        for key, reason in (("no_config", "weights-only has no config.yaml"), ("missing", "1 missing keys"))
+    ]
+    check_bad_input(app_server, app_client, "triposr", ok["triposr"], bad, reference_image(), tmp_path)
 
     huge = np.zeros((2600, 2600, 4), np.uint8)
     huge[700:1900, 900:1700] = (30, 90, 200, 255)
-    files, report = image_to_3d(app_client, _png(tmp_path, "huge.png", Image.fromarray(huge)), ["triposr"], ok)
+    files, report = image_to_3d(app_client, png(tmp_path, "huge.png", Image.fromarray(huge)), ["triposr"], ok)
     assert report["runs"][0]["status"] == "done" and files
     record = Store(app_server.db).get_run(report["runs"][0]["run_id"])
     assert any("downscaled from 2600x2600" in n for n in record["notes"])

@@ -19,11 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
+from methods.base import InvalidSettings, RunGenerator, Settings, precision_setting, setting
+from methods.image_to_3d import (
+    IMAGE_MODEL,
+    ImageTo3DMethod,
+    TextStageSettings,
+    check_checkpoint,
+    chunk_size_setting,
+    coarse_to_fine_setting,
+)
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "tencent/Hunyuan3D-2mini"
-IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion TripoSR's text path loads
 VARIANTS = ("mini", "fast", "turbo")
 DEFAULT_STEPS = {"mini": 30, "fast": 10, "turbo": 5}  # the official Gradio app's
 GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
@@ -71,22 +78,8 @@ class Hunyuan3DSettings(Settings):
         max=512,
         step=16,
     )
-    hierarchical: bool = setting(
-        True,
-        label="Coarse-to-fine grid",
-        help="Decode a coarse grid first and only refine near the surface (ours; far fewer queries). "
-        "Off: every grid point is decoded (the official vanilla decoder).",
-        advanced=True,
-    )
-    chunk_size: int = setting(
-        16384,
-        label="Chunk size",
-        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
-        min=0,
-        max=2**22,
-        step=1024,
-        advanced=True,
-    )
+    hierarchical: bool = coarse_to_fine_setting(" (the official vanilla decoder)")
+    chunk_size: int = chunk_size_setting(16384, 2**22)
     checkpoint: str = setting(
         DEFAULT_CHECKPOINT,
         label="Hunyuan3D checkpoint",
@@ -100,39 +93,21 @@ class Hunyuan3DSettings(Settings):
         super().validate()
         if self.variant not in VARIANTS:
             raise InvalidSettings(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
-        if not self.checkpoint.strip():
-            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+        check_checkpoint(self, DEFAULT_CHECKPOINT)
 
     def resolved_steps(self) -> int:
         return int(self.steps) or DEFAULT_STEPS.get(self.variant, 30)
 
 
 @dataclass(kw_only=True)
-class Hunyuan3DTextSettings(Hunyuan3DSettings):
-    image_model: str = setting(
-        IMAGE_MODEL,
-        label="Text-to-image model",
-        help="The diffusers text-to-image pipeline that draws the object first (repo id or folder).",
-        advanced=True,
-    )
-    image_steps: int = setting(
-        30, label="Image steps", help="Denoising steps of the text-to-image model.", min=1, max=150, step=1
-    )
-    image_guidance: float = setting(
-        7.5, label="Image guidance", help="Classifier-free guidance of the text-to-image model.", min=0.0, max=30.0
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.image_model.strip():
-            raise InvalidSettings(f"image_model is empty; the default is {IMAGE_MODEL}")
+class Hunyuan3DTextSettings(TextStageSettings, Hunyuan3DSettings):
+    """Hunyuan3D's settings and the text stage's (image_model, image_steps, image_guidance)."""
 
 
 @register
-class Hunyuan3DMethod(Method):
+class Hunyuan3DMethod(ImageTo3DMethod):
     id = "hunyuan3d-2mini"
     label = "Hunyuan3D-2mini"
-    modalities = ("image", "text")
     family = "3D-latent flow model (DINOv2 -> MM-DiT over shape latents -> occupancy VAE)"
     representation = "occupancy VAE latents (512 x 64)"
     output = "mesh"
@@ -157,20 +132,8 @@ class Hunyuan3DMethod(Method):
     version = "1"
     cache_results = True
     Settings: ClassVar[type[Settings]] = Hunyuan3DSettings
-
-    def default_settings(self, modality: str) -> Settings:
-        from methods import runtime
-
-        res = GPU_RESOLUTION if runtime.gpu_present() else CPU_RESOLUTION
-        if modality == "text":
-            return Hunyuan3DTextSettings(grid_resolution=res)
-        return Hunyuan3DSettings(grid_resolution=res)
-
-    def checkpoints(self, settings: Settings) -> list[str]:
-        names = [settings.checkpoint]
-        if isinstance(settings, Hunyuan3DTextSettings):
-            names.append(settings.image_model)
-        return names
+    TextSettings: ClassVar[type[Settings]] = Hunyuan3DTextSettings
+    resolution_setting = "grid_resolution"
 
     def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
         """Steps (guided mini steps count twice) plus a grid term; text adds the image model."""
@@ -182,9 +145,7 @@ class Hunyuan3DMethod(Method):
             base = 1.0 + 0.1 * evals + 3.0 * res**3
         else:  # encode + VAE, the DiT calls, the grid's near-surface shell (~res^2)
             base = 25.0 + 10.0 * evals + 350.0 * res**2
-        if isinstance(settings, Hunyuan3DTextSettings):
-            base += (0.05 if gpu else 4.0) * settings.image_steps
-        return base
+        return base + self.text_seconds(settings, gpu)
 
     def run(self, inputs, settings: Settings) -> RunGenerator:
         from methods.hunyuan3d import pipeline

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from methods import image_to_3d
 from methods.base import CheckpointError
 from methods.hunyuan3d.config import CONFIG_NAME, HunyuanConfig, load_config
 from methods.hunyuan3d.model import Hunyuan3D
-from methods.registry import hub_offline
 
 DEFAULT_CHECKPOINT = "tencent/Hunyuan3D-2mini"
 SUBFOLDERS = {
@@ -23,26 +23,18 @@ SUBFOLDERS = {
     "fast": "hunyuan3d-dit-v2-mini-fast",
     "turbo": "hunyuan3d-dit-v2-mini-turbo",
 }
+WHAT = "Hunyuan3D"
 WEIGHT_NAMES = ("model.fp16.safetensors", "model.safetensors")  # the released file, then a float32 copy
-_LISTED = 5
-
-
-def is_local(checkpoint: str) -> bool:
-    return checkpoint.startswith((".", "/", "~")) or Path(checkpoint).expanduser().exists()
 
 
 def resolve(checkpoint: str, variant: str) -> Path:
     """The folder holding config.yaml and the weights; downloads the variant's sub-folder of a hub repo first."""
-    checkpoint = checkpoint.strip()
-    if not checkpoint:
-        raise CheckpointError(f"the checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+    checkpoint = image_to_3d.checked(checkpoint, DEFAULT_CHECKPOINT)
     if variant not in SUBFOLDERS:
         raise CheckpointError(f"unknown Hunyuan3D-2mini variant {variant!r}; one of {', '.join(SUBFOLDERS)}")
     sub = SUBFOLDERS[variant]
-    if is_local(checkpoint):
-        folder = Path(checkpoint).expanduser()
-        if not folder.is_dir():
-            raise CheckpointError(f"the Hunyuan3D checkpoint folder {folder.name} does not exist")
+    if image_to_3d.is_local(checkpoint):
+        folder = image_to_3d.local_folder(checkpoint, WHAT)
         if (folder / sub / CONFIG_NAME).is_file():
             return folder / sub
         if not (folder / CONFIG_NAME).is_file():
@@ -53,14 +45,12 @@ def resolve(checkpoint: str, variant: str) -> Path:
         return folder
     from huggingface_hub import hf_hub_download
 
-    offline = hub_offline()
-    try:
+    def download(offline: bool) -> str:
         config = hf_hub_download(checkpoint, f"{sub}/{CONFIG_NAME}", local_files_only=offline)
         hf_hub_download(checkpoint, f"{sub}/{WEIGHT_NAMES[0]}", local_files_only=offline)
-    except Exception as err:  # noqa: BLE001 - the hub client raises many kinds; all mean "cannot get it"
-        why = "it is not in the cache and downloads are offline (HF_HUB_OFFLINE=1)" if offline else type(err).__name__
-        raise CheckpointError(f"Hunyuan3D {checkpoint}/{sub} cannot be fetched: {why}") from None
-    return Path(config).parent
+        return config
+
+    return Path(image_to_3d.fetch(f"{WHAT} {checkpoint}/{sub}", download)).parent
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -79,21 +69,7 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """CheckpointError naming the missing, unexpected and mis-shaped keys, if any."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
-        if keys:
-            more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
-            if label == "wrong shapes":
-                shown = [f"{k} {tuple(state[k].shape)} != {expected[k]}" for k in keys[:_LISTED]]
-            else:
-                shown = keys[:_LISTED]
-            parts.append(f"{len(keys)} {label} ({', '.join(shown)}{more})")
-    raise CheckpointError("the checkpoint does not match its config.yaml: " + "; ".join(parts))
+    image_to_3d.check_keys(expected, state, "the checkpoint does not match its config.yaml")
 
 
 def build(config: HunyuanConfig, state: dict[str, torch.Tensor]) -> Hunyuan3D:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from methods.base import CheckpointError
+from methods.image_to_3d import yaml_mapping
 
 CONFIG_NAME = "config.yaml"
 _PKG = "hy3dgen.shapegen."
@@ -93,12 +92,7 @@ def _target(cfg: dict[str, Any], key: str) -> dict[str, Any]:
 
 def parse_config(text: str, vae_override: dict[str, Any] | None = None) -> HunyuanConfig:
     """A HunyuanConfig from the text of a released DiT sub-folder's ``config.yaml``."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"config.yaml is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError("config.yaml does not hold a mapping of settings")
+    raw = yaml_mapping(text)
     try:
         m = _target(raw, "model")
         v = vae_override if vae_override is not None else _target(raw, "vae")

@@ -33,16 +33,17 @@ from methods import runtime
 from methods.base import Asset, InvalidInput, InvalidSettings, Mesh, Progress, RunGenerator
 from methods.hunyuan3d import checkpoints, preprocess, schedule
 from methods.hunyuan3d.model import Hunyuan3D
+from methods.image_to_3d import Clock, generated_image, text_prompt, text_stage
 from methods.latent3d import (
     FlowConvention,
     FlowStep,
-    dense_grid,
+    denoise_stage,
     flow_steps,
-    grid_axes,
-    hierarchical_grid,
     index_to_world,
     marching_cubes,
+    mesh_stage,
 )
+from methods.latent3d import grid as latent3d_grid
 
 BOX = 1.01  # the official box_v
 COARSE_CELLS = 64  # smallest first level of the coarse-to-fine decode
@@ -50,17 +51,6 @@ HIERARCHICAL_BAND = 0.95  # |logit| below this counts as near the surface (as th
 MC_LEVEL = 0.0
 HUNYUAN = FlowConvention(sign=1.0, time_scale=1.0, batch_order="cond_first")
 HUNYUAN_GUIDANCE_EMBED = FlowConvention(sign=1.0, time_scale=1.0, batch_order="cond_first", guidance_embed=True)
-
-
-class _Clock:
-    def __init__(self, seconds: dict[str, float], device: str):
-        self.seconds = seconds
-        self.cuda = device.startswith("cuda")
-
-    def add(self, stage: str, start: float) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _where(model: Hunyuan3D) -> tuple[torch.device, torch.dtype]:
@@ -137,10 +127,7 @@ def field_query(model: Hunyuan3D, latents: torch.Tensor) -> Callable[[torch.Tens
 
 
 def coarse_cells(resolution: int, hierarchical: bool) -> int:
-    coarse = resolution
-    while hierarchical and coarse % 2 == 0 and coarse // 2 >= COARSE_CELLS:
-        coarse //= 2
-    return coarse
+    return latent3d_grid.coarse_cells(resolution, hierarchical, COARSE_CELLS)
 
 
 def field_grid(
@@ -153,13 +140,9 @@ def field_grid(
 ) -> torch.Tensor:
     """Logits on ``resolution + 1`` points per axis spanning [-box, box]^3 (the official vanilla grid's points)."""
     coarse = coarse_cells(resolution, hierarchical)
-    if coarse < resolution:
-        grid, _ = hierarchical_grid(
-            query, box, resolution, coarse, band=HIERARCHICAL_BAND, chunk_size=chunk_size, level=MC_LEVEL
-        )
-        return grid
-    axes = [a.to(device) for a in grid_axes(box, resolution + 1)]
-    return dense_grid(query, axes, chunk_size)
+    return latent3d_grid.field_grid(
+        query, box, resolution, coarse, chunk_size, HIERARCHICAL_BAND, device, level=MC_LEVEL
+    )
 
 
 def extract_mesh(grid: torch.Tensor, box: float = BOX, official: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +181,7 @@ def reconstruct(pixels: np.ndarray, settings: Any, seconds: dict[str, float], no
     device = runtime.device()
     model = load(settings.checkpoint, settings.variant, device, runtime.dtype(device, settings.precision))
     device, dtype = _where(model)
-    clock = _Clock(seconds, str(device))
+    clock = Clock(seconds, str(device))
     clock.add("load", start)
     yield Progress("load", 1.0, f"Hunyuan3D-2mini ready on {device} ({str(dtype).removeprefix('torch.')})")
 
@@ -207,31 +190,18 @@ def reconstruct(pixels: np.ndarray, settings: Any, seconds: dict[str, float], no
     clock.add("encode", start)
     latents = initial_latents(model, settings.seed)
     steps, guidance = settings.resolved_steps(), float(settings.guidance_scale)
-    yield Progress("denoise", 0.0, f"{steps} flow steps, guidance {guidance:g}")
-    start = time.perf_counter()
-    for step in denoise(model, cond, uncond, latents, steps, guidance):
-        latents = step.latents
-        clock.add("denoise", start)
-        start = time.perf_counter()
-        yield Progress("denoise", (step.index + 1) / step.total, f"step {step.index + 1}/{step.total}")
-    if not torch.isfinite(latents).all():
-        raise InvalidSettings("the sampled latents are not finite; lower the guidance scale or use float32")
-
-    start = time.perf_counter()
-    query = field_query(model, latents)
-    clock.add("vae_decode", start)
-    res = int(settings.grid_resolution)
-    coarse = coarse_cells(res, bool(settings.hierarchical))
-    how = f"coarse-to-fine from {coarse}" if coarse < res else "dense"
-    yield Progress("decode_grid", 0.0, f"occupancy on a {res}^3 grid ({how})")
-    start = time.perf_counter()
-    grid = field_grid(query, res, int(settings.chunk_size), bool(settings.hierarchical), device=device)
-    clock.add("decode_grid", start)
-    yield Progress("marching_cubes", 0.0, "marching cubes")
-    start = time.perf_counter()
-    vertices, faces = extract_mesh(grid)
-    clock.add("marching_cubes", start)
-    yield Progress("marching_cubes", 1.0, f"{len(vertices)} vertices, {len(faces)} faces")
+    flow = denoise(model, cond, uncond, latents, steps, guidance)
+    latents = yield from denoise_stage(flow, latents, steps, guidance, clock)
+    res, chunk, hierarchical = int(settings.grid_resolution), int(settings.chunk_size), bool(settings.hierarchical)
+    vertices, faces, how = yield from mesh_stage(
+        lambda: field_query(model, latents),
+        lambda query: field_grid(query, res, chunk, hierarchical, device=device),
+        extract_mesh,
+        "occupancy",
+        res,
+        coarse_cells(res, hierarchical),
+        clock,
+    )
     notes.append(
         f"Hunyuan3D-2mini {settings.variant}: {steps} steps, guidance {guidance:g}, grid {res} ({how}), "
         f"{str(dtype).removeprefix('torch.')} on {device}"
@@ -256,39 +226,12 @@ def run(inputs: Any, settings: Any) -> RunGenerator:
         asset = yield from reconstruct(pixels, settings, seconds, notes)
         asset.views["hunyuan3d_input"] = recentred
         return asset
-    if inputs.modality != "text":
-        raise InvalidInput(f"hunyuan3d-2mini takes an image or text, not {inputs.modality}")
-    if not isinstance(settings, Hunyuan3DTextSettings):
-        raise InvalidSettings("hunyuan3d-2mini on text needs the text settings (image_model, image_steps, ...)")
-    if not inputs.prompt or not inputs.prompt.strip():
-        raise InvalidInput("the prompt is empty: describe the object to generate")
-    prompt = " ".join(inputs.prompt.split())
+    prompt = text_prompt(inputs, settings, "hunyuan3d-2mini", Hunyuan3DTextSettings, "image_model, image_steps, ...")
     config = _read_config(settings)
-    image = yield from _text_to_image(prompt, settings, seconds, notes)
-    try:
+    image = yield from text_stage(prompt, settings, seconds, notes, "Hunyuan3D-2mini made the shape")
+    with generated_image():
         pixels, recentred = prepare(image, config.image_size, config.border_ratio, seconds, notes)
-    except InvalidInput as err:
-        raise InvalidInput(f"the image generated from the prompt cannot be used: {err}") from None
     asset = yield from reconstruct(pixels, settings, seconds, notes)
     asset.views["hunyuan3d_input"] = recentred
     asset.views["text_to_image"] = image
     return asset
-
-
-def _text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes: list[str]) -> RunGenerator:
-    from methods.latent3d.text_image import text_to_image
-
-    device = runtime.device()
-    dtype = runtime.dtype(device, settings.precision)
-    yield Progress("text_to_image", 0.0, f"{settings.image_model}: {settings.image_steps} denoising steps")
-    start = time.perf_counter()
-    image = text_to_image(
-        prompt, settings.image_model, settings.image_steps, settings.image_guidance, settings.seed, device, dtype
-    )
-    seconds["text_to_image"] = time.perf_counter() - start
-    notes.append(
-        f"two stages: {settings.image_model} made a {image.width}x{image.height} image from the prompt "
-        "(+ an object-on-white suffix), then Hunyuan3D-2mini made the shape"
-    )
-    yield Progress("text_to_image", 1.0, "image generated", preview=np.asarray(image))
-    return image

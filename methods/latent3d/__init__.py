@@ -21,12 +21,18 @@ Public API (stable; models import these names from ``methods.latent3d``):
 ``grid``
     ``grid_axes(bounds, points, dtype)``; ``decode_points(query, points, chunk_size)``;
     ``dense_grid(query, axes, chunk_size)``; ``hierarchical_grid(query, bounds, resolution,
-    coarse_resolution, band, margin, chunk_size)`` -> (grid, evaluated counts); ``refine_once``.
+    coarse_resolution, band, margin, chunk_size)`` -> (grid, evaluated counts); ``refine_once``;
+    ``coarse_cells(resolution, hierarchical, smallest)``; ``field_grid(query, bounds, resolution, coarse, chunk_size,
+    band, device, level)`` (coarse-to-fine when ``coarse < resolution``, else dense).
     A query is ``(P, 3) float32 -> (P,)`` logits, positive inside.
 ``mesh``
     ``marching_cubes(grid, level, inside, what, outward=False)`` -> (grid-index vertices, faces; skimage's
     winding, inward right-hand normals, unless ``outward``);
     ``index_to_world(vertices, bounds, points, divisor=None)``.
+``stages``
+    ``denoise_stage(flow, latents, steps, guidance, clock)`` and ``mesh_stage(decode, grid_of, extract_mesh,
+    field, resolution, coarse, clock)``: the run's denoise and grid-to-mesh stages as Progress generators, each
+    stage's seconds added by ``clock`` (``methods.image_to_3d.Clock``).
 
 Everything takes explicit ``device`` / ``dtype`` from its tensors; nothing here probes hardware.
 """
@@ -46,6 +52,7 @@ from methods.latent3d.sampler import (
     timesteps_of,
     uses_cfg,
 )
+from methods.latent3d.stages import denoise_stage, mesh_stage
 
 __all__ = [
     "DinoConditioner",
@@ -70,4 +77,6 @@ __all__ = [
     "sample",
     "timesteps_of",
     "uses_cfg",
+    "denoise_stage",
+    "mesh_stage",
 ]

@@ -152,3 +152,31 @@ def hierarchical_grid(
         grid, evaluated = refine_once(query, grid, bounds, band, margin, chunk_size, level)
         counts[f"level{lv + 1}"] = evaluated
     return grid, counts
+
+
+def coarse_cells(resolution: int, hierarchical: bool, smallest: int) -> int:
+    """The first level of a coarse-to-fine decode: ``resolution`` halved while it stays even and at least
+    ``smallest`` (``resolution`` itself when not ``hierarchical``: dense)."""
+    coarse = resolution
+    while hierarchical and coarse % 2 == 0 and coarse // 2 >= smallest:
+        coarse //= 2
+    return coarse
+
+
+def field_grid(
+    query: Query,
+    bounds: float | Sequence[float],
+    resolution: int,
+    coarse: int,
+    chunk_size: int,
+    band: float,
+    device: str | torch.device = "cpu",
+    level: float = 0.0,
+) -> torch.Tensor:
+    """The field on ``resolution + 1`` float32 points per axis spanning ``bounds``: coarse-to-fine from
+    ``coarse`` cells (``hierarchical_grid``) when ``coarse < resolution``, else dense on ``device``."""
+    if coarse < resolution:
+        grid, _ = hierarchical_grid(query, bounds, resolution, coarse, band=band, chunk_size=chunk_size, level=level)
+        return grid
+    axes = [a.to(device) for a in grid_axes(bounds, resolution + 1)]
+    return dense_grid(query, axes, chunk_size)

@@ -14,11 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
+from methods.base import RunGenerator, Settings, precision_setting, setting
+from methods.image_to_3d import (
+    IMAGE_MODEL,
+    ImageTo3DMethod,
+    TextStageSettings,
+    check_checkpoint,
+    chunk_size_setting,
+    coarse_to_fine_setting,
+)
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "VAST-AI/TripoSG"
-IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion TripoSR's text path loads
 GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
 CPU_STEP_S, CPU_GRID_128_S, CPU_FIXED_S = 126.0, 250.0, 60.0  # float32 on the 2-core CPU (bench/latent3d.py)
 
@@ -42,22 +49,8 @@ class TripoSGSettings(Settings):
         max=512,
         step=16,
     )
-    hierarchical: bool = setting(
-        True,
-        label="Coarse-to-fine grid",
-        help="Decode a coarse grid first and only refine near the surface (ours; far fewer queries). "
-        "Off: every grid point is decoded.",
-        advanced=True,
-    )
-    chunk_size: int = setting(
-        32768,
-        label="Chunk size",
-        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
-        min=0,
-        max=2**22,
-        step=1024,
-        advanced=True,
-    )
+    hierarchical: bool = coarse_to_fine_setting()
+    chunk_size: int = chunk_size_setting(32768, 2**22)
     num_tokens: int = setting(
         2048,
         label="Latent tokens",
@@ -77,36 +70,18 @@ class TripoSGSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
-        if not self.checkpoint.strip():
-            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+        check_checkpoint(self, DEFAULT_CHECKPOINT)
 
 
 @dataclass(kw_only=True)
-class TripoSGTextSettings(TripoSGSettings):
-    image_model: str = setting(
-        IMAGE_MODEL,
-        label="Text-to-image model",
-        help="The diffusers text-to-image pipeline that draws the object first (repo id or folder).",
-        advanced=True,
-    )
-    image_steps: int = setting(
-        30, label="Image steps", help="Denoising steps of the text-to-image model.", min=1, max=150, step=1
-    )
-    image_guidance: float = setting(
-        7.5, label="Image guidance", help="Classifier-free guidance of the text-to-image model.", min=0.0, max=30.0
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.image_model.strip():
-            raise InvalidSettings(f"image_model is empty; the default is {IMAGE_MODEL}")
+class TripoSGTextSettings(TextStageSettings, TripoSGSettings):
+    """TripoSG's settings and the text stage's (image_model, image_steps, image_guidance)."""
 
 
 @register
-class TripoSGMethod(Method):
+class TripoSGMethod(ImageTo3DMethod):
     id = "triposg"
     label = "TripoSG"
-    modalities = ("image", "text")
     family = "3D-latent flow model (DINOv2 -> DiT over shape latents -> SDF VAE)"
     representation = "SDF VAE latents (2048 x 64)"
     output = "mesh"
@@ -127,20 +102,8 @@ class TripoSGMethod(Method):
     version = "1"
     cache_results = True
     Settings: ClassVar[type[Settings]] = TripoSGSettings
-
-    def default_settings(self, modality: str) -> Settings:
-        from methods import runtime
-
-        res = GPU_RESOLUTION if runtime.gpu_present() else CPU_RESOLUTION
-        if modality == "text":
-            return TripoSGTextSettings(grid_resolution=res)
-        return TripoSGSettings(grid_resolution=res)
-
-    def checkpoints(self, settings: Settings) -> list[str]:
-        names = [settings.checkpoint]
-        if isinstance(settings, TripoSGTextSettings):
-            names.append(settings.image_model)
-        return names
+    TextSettings: ClassVar[type[Settings]] = TripoSGTextSettings
+    resolution_setting = "grid_resolution"
 
     def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
         """Steps (linear) + the grid (cubic in the resolution) + fixed; text adds the image model (float32 CPU)."""
@@ -153,9 +116,7 @@ class TripoSGMethod(Method):
             if not getattr(settings, "hierarchical", True):
                 grid *= 3.0  # a coarse-to-fine grid decodes about a third of the points at 128
             base = CPU_FIXED_S + CPU_STEP_S * steps + grid
-        if isinstance(settings, TripoSGTextSettings):
-            base += (0.05 if gpu else 4.0) * settings.image_steps
-        return base
+        return base + self.text_seconds(settings, gpu)
 
     def run(self, inputs, settings: Settings) -> RunGenerator:
         from methods.triposg import pipeline

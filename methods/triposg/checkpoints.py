@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
+from methods import image_to_3d
 from methods.base import CheckpointError
 from methods.latent3d import DinoConditioner
-from methods.registry import hub_offline
 from methods.triposg.model import DiTConfig, TripoSGDiT, TripoSGVAE, VAEConfig
 
 DEFAULT_CHECKPOINT = "VAST-AI/TripoSG"
+WHAT = "TripoSG"
 INDEX = "model_index.json"
 COMPONENTS = ("image_encoder_dinov2", "transformer", "vae", "scheduler", "feature_extractor_dinov2")
 CONFIG_FILES = {
@@ -41,7 +42,6 @@ WEIGHT_FILES = {
 # config fields the official classes accept that change nothing here (or must keep their default)
 _IGNORED = {"transformer": {"use_cross_attention_2": False, "cross_attention_2_dim": None}, "vae": {}}
 _VAE_EMBEDDING = "frequency"
-_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -71,19 +71,11 @@ class TripoSGConfig:
     image: ImageProcessorConfig
 
 
-def is_local(checkpoint: str) -> bool:
-    return checkpoint.startswith((".", "/", "~")) or Path(checkpoint).expanduser().exists()
-
-
 def resolve(checkpoint: str) -> Path:
     """The pipeline folder; a hub repo is downloaded into the HF cache first (configs and weights only)."""
-    checkpoint = checkpoint.strip()
-    if not checkpoint:
-        raise CheckpointError(f"the checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
-    if is_local(checkpoint):
-        folder = Path(checkpoint).expanduser()
-        if not folder.is_dir():
-            raise CheckpointError(f"the TripoSG checkpoint folder {folder.name} does not exist")
+    checkpoint = image_to_3d.checked(checkpoint, DEFAULT_CHECKPOINT)
+    if image_to_3d.is_local(checkpoint):
+        folder = image_to_3d.local_folder(checkpoint, WHAT)
         if not (folder / INDEX).is_file():
             raise CheckpointError(
                 f"the TripoSG checkpoint folder {folder.name} has no {INDEX} (it needs the diffusers layout of "
@@ -92,14 +84,12 @@ def resolve(checkpoint: str) -> Path:
         return folder
     from huggingface_hub import snapshot_download
 
-    offline = hub_offline()
     patterns = [INDEX] + [f"{c}/*.json" for c in COMPONENTS] + [f"{c}/*.safetensors" for c in WEIGHT_FILES]
-    try:
-        path = snapshot_download(checkpoint, allow_patterns=patterns, local_files_only=offline)
-    except Exception as err:  # noqa: BLE001 - the hub client raises many kinds; all mean "cannot get it"
-        why = "it is not in the cache and downloads are offline (HF_HUB_OFFLINE=1)" if offline else type(err).__name__
-        raise CheckpointError(f"TripoSG {checkpoint} cannot be fetched: {why}") from None
-    return Path(path)
+
+    def download(offline: bool) -> str:
+        return snapshot_download(checkpoint, allow_patterns=patterns, local_files_only=offline)
+
+    return Path(image_to_3d.fetch(f"{WHAT} {checkpoint}", download))
 
 
 def _read_json(folder: Path, component: str) -> dict[str, Any]:
@@ -192,21 +182,7 @@ def read_state_dict(folder: Path, component: str) -> dict[str, torch.Tensor]:
 
 def check_keys(component: str, expected: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor]) -> None:
     """CheckpointError naming the missing, unexpected and mis-shaped keys, if any."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
-        if keys:
-            more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
-            if label == "wrong shapes":
-                shown = [f"{k} {tuple(state[k].shape)} != {expected[k]}" for k in keys[:_LISTED]]
-            else:
-                shown = keys[:_LISTED]
-            parts.append(f"{len(keys)} {label} ({', '.join(shown)}{more})")
-    raise CheckpointError(f"{component} does not match its config: " + "; ".join(parts))
+    image_to_3d.check_keys(expected, state, f"{component} does not match its config")
 
 
 def shapes_of(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:

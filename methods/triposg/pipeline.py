@@ -26,18 +26,21 @@ from PIL import Image
 
 from methods import runtime
 from methods.base import Asset, InvalidInput, InvalidSettings, Mesh, Progress, RunGenerator
+from methods.image_to_3d import Clock, generated_image, text_prompt, text_stage
 from methods.latent3d import (
     TRIPOSG,
     FlowStep,
     bit_image_pixels,
+    denoise_stage,
     dense_grid,
     flow_steps,
     grid_axes,
-    hierarchical_grid,
     index_to_world,
     marching_cubes,
+    mesh_stage,
     rectified_flow_sigmas,
 )
+from methods.latent3d import grid as latent3d_grid
 from methods.triposg import checkpoints, preprocess
 from methods.triposg.checkpoints import TripoSG
 
@@ -45,17 +48,6 @@ BOUNDS = (-1.005, -1.005, -1.005, 1.005, 1.005, 1.005)  # the official default
 NUM_TOKENS = 2048
 COARSE_CELLS = 64  # smallest first level of the hierarchical decode (refined by halving cells up to the resolution)
 HIERARCHICAL_BAND = 0.95  # |logit| below this counts as near the surface (as the official flash refinement)
-
-
-class _Clock:
-    def __init__(self, seconds: dict[str, float], device: str):
-        self.seconds = seconds
-        self.cuda = device.startswith("cuda")
-
-    def add(self, stage: str, start: float) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def load(checkpoint: str, device: str | None = None, dtype: torch.dtype | None = None) -> TripoSG:
@@ -114,10 +106,7 @@ def field_query(model: TripoSG, latents: torch.Tensor) -> Callable[[torch.Tensor
 
 def coarse_cells(resolution: int, hierarchical: bool) -> int:
     """The first level of the coarse-to-fine decode (``resolution`` itself: dense)."""
-    coarse = resolution
-    while hierarchical and coarse % 2 == 0 and coarse // 2 >= COARSE_CELLS:
-        coarse //= 2
-    return coarse
+    return latent3d_grid.coarse_cells(resolution, hierarchical, COARSE_CELLS)
 
 
 def field_grid(
@@ -130,11 +119,7 @@ def field_grid(
 ) -> torch.Tensor:
     """The field on ``resolution + 1`` float32 points per axis spanning ``bounds``."""
     coarse = coarse_cells(resolution, hierarchical)
-    if coarse < resolution:
-        grid, _ = hierarchical_grid(query, bounds, resolution, coarse, band=HIERARCHICAL_BAND, chunk_size=chunk_size)
-        return grid
-    axes = [a.to(device) for a in grid_axes(bounds, resolution + 1)]
-    return dense_grid(query, axes, chunk_size)
+    return latent3d_grid.field_grid(query, bounds, resolution, coarse, chunk_size, HIERARCHICAL_BAND, device)
 
 
 def official_grid(query: Callable[[torch.Tensor], torch.Tensor], depth: int, bounds=BOUNDS) -> torch.Tensor:
@@ -169,7 +154,7 @@ def reconstruct(prepared: Image.Image, settings: Any, seconds: dict[str, float],
     start = time.perf_counter()
     device = runtime.device()
     model = load(settings.checkpoint, device, runtime.dtype(device, settings.precision))
-    clock = _Clock(seconds, model.device)
+    clock = Clock(seconds, model.device)
     clock.add("load", start)
     yield Progress("load", 1.0, f"TripoSG ready on {model.device} ({str(model.dtype).removeprefix('torch.')})")
 
@@ -178,31 +163,18 @@ def reconstruct(prepared: Image.Image, settings: Any, seconds: dict[str, float],
     clock.add("encode", start)
     latents = initial_latents(model, settings.seed, int(settings.num_tokens))
     steps, guidance = int(settings.steps), float(settings.guidance_scale)
-    yield Progress("denoise", 0.0, f"{steps} flow steps, guidance {guidance:g}")
-    start = time.perf_counter()
-    for step in denoise(model, cond, uncond, latents, steps, guidance):
-        latents = step.latents
-        clock.add("denoise", start)
-        start = time.perf_counter()
-        yield Progress("denoise", (step.index + 1) / step.total, f"step {step.index + 1}/{step.total}")
-    if not torch.isfinite(latents).all():
-        raise InvalidSettings("the sampled latents are not finite; lower the guidance scale or use float32")
-
-    start = time.perf_counter()
-    query = field_query(model, latents)
-    clock.add("vae_decode", start)
-    res = int(settings.grid_resolution)
-    coarse = coarse_cells(res, bool(settings.hierarchical))
-    how = f"coarse-to-fine from {coarse}" if coarse < res else "dense"
-    yield Progress("decode_grid", 0.0, f"field on a {res}^3 grid ({how})")
-    start = time.perf_counter()
-    grid = field_grid(query, res, int(settings.chunk_size), bool(settings.hierarchical), device=model.device)
-    clock.add("decode_grid", start)
-    yield Progress("marching_cubes", 0.0, "marching cubes")
-    start = time.perf_counter()
-    vertices, faces = extract_mesh(grid)
-    clock.add("marching_cubes", start)
-    yield Progress("marching_cubes", 1.0, f"{len(vertices)} vertices, {len(faces)} faces")
+    flow = denoise(model, cond, uncond, latents, steps, guidance)
+    latents = yield from denoise_stage(flow, latents, steps, guidance, clock)
+    res, chunk, hierarchical = int(settings.grid_resolution), int(settings.chunk_size), bool(settings.hierarchical)
+    vertices, faces, how = yield from mesh_stage(
+        lambda: field_query(model, latents),
+        lambda query: field_grid(query, res, chunk, hierarchical, device=model.device),
+        extract_mesh,
+        "field",
+        res,
+        coarse_cells(res, hierarchical),
+        clock,
+    )
     notes.append(
         f"TripoSG: {steps} steps, guidance {guidance:g}, {settings.num_tokens} latent tokens, grid {res} ({how}), "
         f"{str(model.dtype).removeprefix('torch.')} on {model.device}"
@@ -224,37 +196,10 @@ def run(inputs: Any, settings: Any) -> RunGenerator:
         prepared = prepare(inputs.image, seconds, notes)  # before loading 2 GB of weights
         asset = yield from reconstruct(prepared, settings, seconds, notes)
         return asset
-    if inputs.modality != "text":
-        raise InvalidInput(f"triposg takes an image or text, not {inputs.modality}")
-    if not isinstance(settings, TripoSGTextSettings):
-        raise InvalidSettings("triposg on text needs the text settings (image_model, image_steps, image_guidance)")
-    if not inputs.prompt or not inputs.prompt.strip():
-        raise InvalidInput("the prompt is empty: describe the object to generate")
-    prompt = " ".join(inputs.prompt.split())
-    image = yield from _text_to_image(prompt, settings, seconds, notes)
-    try:
+    prompt = text_prompt(inputs, settings, "triposg", TripoSGTextSettings)
+    image = yield from text_stage(prompt, settings, seconds, notes, "TripoSG made the shape")
+    with generated_image():
         prepared = prepare(image, seconds, notes)
-    except InvalidInput as err:
-        raise InvalidInput(f"the image generated from the prompt cannot be used: {err}") from None
     asset = yield from reconstruct(prepared, settings, seconds, notes)
     asset.views["text_to_image"] = image
     return asset
-
-
-def _text_to_image(prompt: str, settings: Any, seconds: dict[str, float], notes: list[str]) -> RunGenerator:
-    from methods.latent3d.text_image import text_to_image
-
-    device = runtime.device()
-    dtype = runtime.dtype(device, settings.precision)
-    yield Progress("text_to_image", 0.0, f"{settings.image_model}: {settings.image_steps} denoising steps")
-    start = time.perf_counter()
-    image = text_to_image(
-        prompt, settings.image_model, settings.image_steps, settings.image_guidance, settings.seed, device, dtype
-    )
-    seconds["text_to_image"] = time.perf_counter() - start
-    notes.append(
-        f"two stages: {settings.image_model} made a {image.width}x{image.height} image from the prompt "
-        "(+ an object-on-white suffix), then TripoSG made the shape"
-    )
-    yield Progress("text_to_image", 1.0, "image generated", preview=np.asarray(image))
-    return image

@@ -13,11 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from methods.base import Inputs, InvalidSettings, Method, RunGenerator, Settings, precision_setting, setting
+from methods.base import Inputs, RunGenerator, Settings, precision_setting, setting
+from methods.image_to_3d import (
+    IMAGE_MODEL,
+    ImageTo3DMethod,
+    TextStageSettings,
+    check_checkpoint,
+    chunk_size_setting,
+)
 from methods.registry import register
 
 DEFAULT_CHECKPOINT = "stabilityai/TripoSR"
-IMAGE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the Stable Diffusion DreamFusion loads
 GPU_RESOLUTION, CPU_RESOLUTION = 256, 128
 
 
@@ -39,15 +45,7 @@ class TripoSRSettings(Settings):
         max=1.0,
         step=0.05,
     )
-    chunk_size: int = setting(
-        65536,
-        label="Chunk size",
-        help="Grid points decoded per pass (bounds peak memory); 0 decodes all at once.",
-        min=0,
-        max=2**24,
-        step=1024,
-        advanced=True,
-    )
+    chunk_size: int = chunk_size_setting(65536, 2**24)
     bake_texture: bool = setting(
         False,
         label="Bake texture",
@@ -64,36 +62,18 @@ class TripoSRSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
-        if not self.checkpoint.strip():
-            raise InvalidSettings(f"checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
+        check_checkpoint(self, DEFAULT_CHECKPOINT)
 
 
 @dataclass(kw_only=True)
-class TripoSRTextSettings(TripoSRSettings):
-    image_model: str = setting(
-        IMAGE_MODEL,
-        label="Text-to-image model",
-        help="The diffusers text-to-image pipeline that draws the object first (repo id or folder).",
-        advanced=True,
-    )
-    image_steps: int = setting(
-        30, label="Image steps", help="Denoising steps of the text-to-image model.", min=1, max=150, step=1
-    )
-    image_guidance: float = setting(
-        7.5, label="Image guidance", help="Classifier-free guidance of the text-to-image model.", min=0.0, max=30.0
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.image_model.strip():
-            raise InvalidSettings(f"image_model is empty; the default is {IMAGE_MODEL}")
+class TripoSRTextSettings(TextStageSettings, TripoSRSettings):
+    """TripoSR's settings and the text stage's (image_model, image_steps, image_guidance)."""
 
 
 @register
-class TripoSRMethod(Method):
+class TripoSRMethod(ImageTo3DMethod):
     id = "triposr"
     label = "TripoSR"
-    modalities = ("image", "text")
     family = "feed-forward large reconstruction model (triplane NeRF)"
     representation = "triplane NeRF"
     output = "mesh"
@@ -112,20 +92,8 @@ class TripoSRMethod(Method):
     vram_gb = 4.0
     version = "1"
     Settings: ClassVar[type[Settings]] = TripoSRSettings
-
-    def default_settings(self, modality: str) -> Settings:
-        from methods import runtime
-
-        res = GPU_RESOLUTION if runtime.gpu_present() else CPU_RESOLUTION
-        if modality == "text":
-            return TripoSRTextSettings(mc_resolution=res)
-        return TripoSRSettings(mc_resolution=res)
-
-    def checkpoints(self, settings: Settings) -> list[str]:
-        names = [settings.checkpoint]
-        if isinstance(settings, TripoSRTextSettings):
-            names.append(settings.image_model)
-        return names
+    TextSettings: ClassVar[type[Settings]] = TripoSRTextSettings
+    resolution_setting = "mc_resolution"
 
     def estimate_seconds(self, settings: Settings, gpu: bool) -> float:
         """The network pass plus the grid (cubic in the resolution); text adds the image model."""
@@ -134,9 +102,7 @@ class TripoSRMethod(Method):
             base = 0.5 + 0.5 * (res / GPU_RESOLUTION) ** 3
         else:
             base = 0.8 * self.seconds_cpu + 0.2 * self.seconds_cpu * (res / CPU_RESOLUTION) ** 3
-        if isinstance(settings, TripoSRTextSettings):
-            base += (0.05 if gpu else 4.0) * settings.image_steps
-        return base
+        return base + self.text_seconds(settings, gpu)
 
     def run(self, inputs: Inputs, settings: Settings) -> RunGenerator:
         from methods.triposr import pipeline

@@ -6,30 +6,22 @@ from pathlib import Path
 
 import torch
 
+from methods import image_to_3d
 from methods.base import CheckpointError
-from methods.registry import hub_offline
 from methods.triposr.config import TripoSRConfig, load_config
 from methods.triposr.model import TripoSR
 
 DEFAULT_CHECKPOINT = "stabilityai/TripoSR"
 CONFIG_NAME = "config.yaml"
+WHAT = "TripoSR"
 WEIGHT_NAMES = ("model.ckpt", "model.safetensors")  # the official file, then a safetensors copy in a folder
-_LISTED = 5
-
-
-def is_local(checkpoint: str) -> bool:
-    return checkpoint.startswith((".", "/", "~")) or Path(checkpoint).expanduser().exists()
 
 
 def resolve(checkpoint: str) -> Path:
     """The folder holding config.yaml and the weights; downloads a hub repo into the HF cache first."""
-    checkpoint = checkpoint.strip()
-    if not checkpoint:
-        raise CheckpointError(f"the checkpoint is empty; the default is {DEFAULT_CHECKPOINT}")
-    if is_local(checkpoint):
-        folder = Path(checkpoint).expanduser()
-        if not folder.is_dir():
-            raise CheckpointError(f"the TripoSR checkpoint folder {folder.name} does not exist")
+    checkpoint = image_to_3d.checked(checkpoint, DEFAULT_CHECKPOINT)
+    if image_to_3d.is_local(checkpoint):
+        folder = image_to_3d.local_folder(checkpoint, WHAT)
         if not (folder / CONFIG_NAME).is_file():
             raise CheckpointError(
                 f"the TripoSR checkpoint folder {folder.name} has no config.yaml "
@@ -38,14 +30,12 @@ def resolve(checkpoint: str) -> Path:
         return folder
     from huggingface_hub import hf_hub_download
 
-    offline = hub_offline()
-    try:
+    def download(offline: bool) -> str:
         config = hf_hub_download(checkpoint, CONFIG_NAME, local_files_only=offline)
         hf_hub_download(checkpoint, WEIGHT_NAMES[0], local_files_only=offline)
-    except Exception as err:  # noqa: BLE001 - the hub client raises many kinds; all mean "cannot get it"
-        why = "it is not in the cache and downloads are offline (HF_HUB_OFFLINE=1)" if offline else type(err).__name__
-        raise CheckpointError(f"TripoSR {checkpoint} cannot be fetched: {why}") from None
-    return Path(config).parent
+        return config
+
+    return Path(image_to_3d.fetch(f"{WHAT} {checkpoint}", download)).parent
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -71,21 +61,7 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 def check_keys(model: TripoSR, state: dict[str, torch.Tensor]) -> None:
     """CheckpointError naming the missing, unexpected and mis-shaped keys, if any."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)):
-        if keys:
-            more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
-            if label == "wrong shapes":
-                shown = [f"{k} {tuple(state[k].shape)} != {expected[k]}" for k in keys[:_LISTED]]
-            else:
-                shown = keys[:_LISTED]
-            parts.append(f"{len(keys)} {label} ({', '.join(shown)}{more})")
-    raise CheckpointError("the checkpoint does not match its config.yaml: " + "; ".join(parts))
+    image_to_3d.check_keys(expected, state, "the checkpoint does not match its config.yaml")
 
 
 def build(config: TripoSRConfig, state: dict[str, torch.Tensor]) -> TripoSR:

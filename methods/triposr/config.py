@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from methods.base import CheckpointError
+from methods.image_to_3d import yaml_mapping
 
 DINO_VITB16 = "facebook/dino-vitb16"
 # facebook/dino-vitb16 config.json (the fields ViTConfig reads); the weights come from model.ckpt
@@ -92,12 +93,7 @@ def _resolve(node: Any, root: dict[str, Any]) -> Any:
 
 def parse_config(text: str, vit_config: dict[str, Any]) -> TripoSRConfig:
     """A TripoSRConfig from the text of the official config.yaml and the ViT's config.json values."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"config.yaml is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError("config.yaml does not hold a mapping of settings")
+    raw = yaml_mapping(text)
     cfg = _resolve(raw, raw)
     for key, expected in EXPECTED_CLASSES.items():
         if cfg.get(key, expected) != expected:
