@@ -243,6 +243,12 @@ def _run_view(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _check_rate(conn: sqlite3.Connection, count_sql: str, rater: str, now: float, per_minute: int, what: str) -> None:
+    """RateLimited when ``rater`` already has ``per_minute`` of ``what`` in the last minute (0: no limit)."""
+    if per_minute and conn.execute(count_sql, (rater, now - 60)).fetchone()[0] >= per_minute:
+        raise RateLimited(f"too many {what}: at most {per_minute} a minute; take your time")
+
+
 def candidate_pairs(
     store: Store, rater: str | None = None, *, modality: str | None = None, prompt_set: str | None = None
 ) -> list[dict[str, Any]]:
@@ -321,12 +327,8 @@ def serve_pair(
 
     def record(conn: sqlite3.Connection) -> ServedPair:
         now = time.time()
-        if policy.pairs_per_minute:
-            recent = conn.execute(
-                "SELECT count(*) FROM pairs WHERE rater = ? AND served_at > ?", (rater, now - 60)
-            ).fetchone()[0]
-            if recent >= policy.pairs_per_minute:
-                raise RateLimited(f"too many new pairs: at most {policy.pairs_per_minute} a minute; take your time")
+        _check_rate(conn, "SELECT count(*) FROM pairs WHERE rater = ? AND served_at > ?", rater, now,
+                    policy.pairs_per_minute, "new pairs")  # fmt: skip
         lo_left, hi_left = conn.execute(
             "SELECT coalesce(sum(run_left = ?), 0), coalesce(sum(run_left = ?), 0) FROM pairs"
             " WHERE (run_left = ? AND run_right = ?) OR (run_left = ? AND run_right = ?)",
@@ -446,12 +448,8 @@ def vote(
                 f"look at both assets for at least {policy.min_view_seconds:g} s before voting "
                 f"({max(viewed, 0.0):.1f} s so far)"
             )
-        if policy.votes_per_minute:
-            recent = conn.execute(
-                "SELECT count(*) FROM votes WHERE rater = ? AND created > ?", (rater, now - 60)
-            ).fetchone()[0]
-            if recent >= policy.votes_per_minute:
-                raise RateLimited(f"too many votes: at most {policy.votes_per_minute} a minute; take your time")
+        _check_rate(conn, "SELECT count(*) FROM votes WHERE rater = ? AND created > ?", rater, now,
+                    policy.votes_per_minute, "votes")  # fmt: skip
         cur = conn.execute(
             "INSERT INTO votes (pair_id, rater, run_lo, run_hi, seconds_viewed, created) VALUES (?, ?, ?, ?, ?, ?)",
             (pair_id, rater, lo, hi, viewed, now),
@@ -519,12 +517,8 @@ def rate(store: Store, run_id: str, rater: str, scores: dict[str, Any], *, polic
 
     def record(conn: sqlite3.Connection) -> list[int]:
         now = time.time()
-        if policy.ratings_per_minute:
-            recent = conn.execute(
-                "SELECT count(DISTINCT created) FROM ratings WHERE rater = ? AND created > ?", (rater, now - 60)
-            ).fetchone()[0]
-            if recent >= policy.ratings_per_minute:
-                raise RateLimited(f"too many ratings: at most {policy.ratings_per_minute} a minute; take your time")
+        _check_rate(conn, "SELECT count(DISTINCT created) FROM ratings WHERE rater = ? AND created > ?", rater, now,
+                    policy.ratings_per_minute, "ratings")  # fmt: skip
         ids = []
         for criterion, score in clean.items():
             cur = conn.execute(
